@@ -1,0 +1,10 @@
+export {
+  ROLES,
+  newAccountSchema,
+  fhirUserReference,
+  type Account,
+  type NewAccount,
+  type Role,
+} from './account.ts';
+export { createPasswordHasher, type PasswordHasher, type PasswordHasherOptions } from './password-hasher.ts';
+export { createAccountRepository, UsernameTakenError, type AccountRepository } from './repository.ts';

@@ -1,0 +1,99 @@
+/**
+ * Account storage. The password hash never leaves this module except to the credential check.
+ */
+import type { Knex } from 'knex';
+import type { Account, NewAccount, Role } from './account.ts';
+import type { PasswordHasher } from './password-hasher.ts';
+
+interface AccountRow {
+  id: string;
+  username: string;
+  role: Role;
+  display_name: string | null;
+  email: string | null;
+  fhir_patient_id: string | null;
+  fhir_practitioner_id: string | null;
+  password_hash: string;
+  disabled_at: Date | null;
+  created_at: Date;
+}
+
+const PUBLIC_COLUMNS = [
+  'id', 'username', 'role', 'display_name', 'email', 'fhir_patient_id', 'fhir_practitioner_id', 'disabled_at', 'created_at',
+] as const;
+
+function toAccount(r: Omit<AccountRow, 'password_hash'>): Account {
+  return {
+    id: r.id,
+    username: r.username,
+    role: r.role,
+    displayName: r.display_name,
+    email: r.email,
+    fhirPatientId: r.fhir_patient_id,
+    fhirPractitionerId: r.fhir_practitioner_id,
+    disabled: r.disabled_at !== null,
+    createdAt: r.created_at,
+  };
+}
+
+export class UsernameTakenError extends Error {
+  override name = 'UsernameTakenError';
+}
+
+export interface AccountRepository {
+  create(input: NewAccount): Promise<Account>;
+  findById(id: string): Promise<Account | undefined>;
+  /** Returns the account only when the password matches and the account is enabled. */
+  verifyCredentials(username: string, password: string): Promise<Account | undefined>;
+  list(opts: { limit: number; after?: string }): Promise<Account[]>;
+  countByRole(role: Role): Promise<number>;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function createAccountRepository(db: Knex, hasher: PasswordHasher): AccountRepository {
+  return {
+    async create(input) {
+      const passwordHash = await hasher.hash(input.password);
+      try {
+        const [row] = await db('accounts')
+          .insert({
+            username: input.username,
+            role: input.role,
+            display_name: input.displayName ?? null,
+            email: input.email ?? null,
+            fhir_patient_id: input.role === 'patient' ? input.fhirId : null,
+            fhir_practitioner_id: input.role === 'practitioner' ? input.fhirId : null,
+            password_hash: passwordHash,
+          })
+          .returning(PUBLIC_COLUMNS as unknown as string[]);
+        return toAccount(row);
+      } catch (err) {
+        if ((err as { code?: string }).code === '23505') throw new UsernameTakenError(`username "${input.username}" is already taken`);
+        throw err;
+      }
+    },
+    async findById(id) {
+      if (!UUID.test(id)) return undefined;
+      const row = await db('accounts').select(PUBLIC_COLUMNS).where({ id }).first();
+      return row ? toAccount(row) : undefined;
+    },
+    async verifyCredentials(username, password) {
+      const row: AccountRow | undefined = await db('accounts')
+        .whereRaw('lower(username) = lower(?)', [username])
+        .first();
+      const ok = await hasher.verify(row?.password_hash, password);
+      if (!ok || !row || row.disabled_at) return undefined;
+      return toAccount(row);
+    },
+    async list({ limit, after }) {
+      const q = db('accounts').select(PUBLIC_COLUMNS).orderBy('username').limit(limit);
+      if (after) q.where('username', '>', after);
+      return (await q).map(toAccount);
+    },
+    async countByRole(role) {
+      const rows = await db('accounts').where({ role }).count<{ count: string }[]>({ count: '*' });
+      return Number(rows[0]?.count ?? 0);
+    },
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * What a client may be registered with: a strict subset of RFC 7591 client metadata, validated
+ * before anything is stored. Unknown or unsupported fields are refused, never silently dropped.
+ */
+import { z } from 'zod';
+
+export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'] as const;
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '[::1]', 'localhost']);
+
+/** Exact redirect URIs (RFC 9700 section 2.1): https, or http only on a loopback host; no fragment. */
+export const redirectUri = z.string().max(2000).superRefine((value, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not an absolute URL` });
+    return;
+  }
+  if (url.hash || value.includes('#')) ctx.addIssue({ code: 'custom', message: `"${value}" must not contain a fragment` });
+  if (url.username || url.password) ctx.addIssue({ code: 'custom', message: `"${value}" must not contain credentials` });
+  if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname)) {
+    ctx.addIssue({ code: 'custom', message: `"${value}" must use https (http is allowed only for loopback addresses)` });
+  } else if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    ctx.addIssue({ code: 'custom', message: `"${value}" must use https` });
+  }
+});
+
+const httpsUrl = z.url({ protocol: /^https$/ }).max(2000);
+
+const jwk = z.looseObject({ kty: z.string() });
+
+/** Scope strings: space-separated tokens of printable ASCII without quotes or backslash (RFC 6749 3.3). */
+const scope = z
+  .string()
+  .max(4000)
+  .regex(/^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$/, 'must be space-separated scope tokens');
+
+export const clientMetadataSchema = z
+  .object({
+    client_name: z.string().trim().min(1).max(200),
+    redirect_uris: z.array(redirectUri).max(20).default([]),
+    post_logout_redirect_uris: z.array(redirectUri).max(20).optional(),
+    grant_types: z.array(z.enum(GRANT_TYPES)).min(1).default(['authorization_code']),
+    response_types: z.array(z.literal('code')).optional(),
+    token_endpoint_auth_method: z.enum(AUTH_METHODS).default('client_secret_basic'),
+    token_endpoint_auth_signing_alg: z.enum(['RS256', 'RS384', 'ES256', 'ES384', 'PS256', 'PS384']).optional(),
+    scope: scope.optional(),
+    jwks: z.object({ keys: z.array(jwk).min(1).max(10) }).strict().optional(),
+    jwks_uri: httpsUrl.optional(),
+    client_uri: httpsUrl.optional(),
+    logo_uri: httpsUrl.optional(),
+    policy_uri: httpsUrl.optional(),
+    tos_uri: httpsUrl.optional(),
+    contacts: z.array(z.email()).max(10).optional(),
+  })
+  .strict()
+  .superRefine((m, ctx) => {
+    const grants = new Set(m.grant_types);
+    const isPublic = m.token_endpoint_auth_method === 'none';
+    if (new Set(m.grant_types).size !== m.grant_types.length) {
+      ctx.addIssue({ code: 'custom', path: ['grant_types'], message: 'must not repeat a grant type' });
+    }
+    if (grants.has('authorization_code') && m.redirect_uris.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['redirect_uris'], message: 'at least one redirect URI is required for authorization_code' });
+    }
+    if (!grants.has('authorization_code') && m.redirect_uris.length > 0) {
+      ctx.addIssue({ code: 'custom', path: ['redirect_uris'], message: 'redirect URIs are only used with authorization_code' });
+    }
+    if (grants.has('refresh_token') && !grants.has('authorization_code')) {
+      ctx.addIssue({ code: 'custom', path: ['grant_types'], message: 'refresh_token requires authorization_code' });
+    }
+    if (isPublic && grants.has('client_credentials')) {
+      ctx.addIssue({ code: 'custom', path: ['grant_types'], message: 'client_credentials needs a confidential client (not token_endpoint_auth_method "none")' });
+    }
+    if (m.token_endpoint_auth_method === 'private_key_jwt') {
+      if (!m.jwks === !m.jwks_uri) {
+        ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'private_key_jwt needs exactly one of jwks or jwks_uri' });
+      }
+    } else if (m.jwks || m.jwks_uri) {
+      ctx.addIssue({ code: 'custom', path: ['jwks'], message: 'jwks and jwks_uri are only used with private_key_jwt' });
+    }
+  });
+
+export type ClientMetadataInput = z.input<typeof clientMetadataSchema>;
+export type ClientMetadata = z.output<typeof clientMetadataSchema>;
+
+export function needsSecret(m: ClientMetadata): boolean {
+  return m.token_endpoint_auth_method === 'client_secret_basic' || m.token_endpoint_auth_method === 'client_secret_post';
+}

@@ -1,0 +1,128 @@
+/**
+ * Configuration: the environment turned into one validated, frozen object.
+ * This module is the only reader of `process.env` in Custos.
+ */
+import { z } from 'zod';
+import { resolve } from 'node:path';
+import { resolveSecrets, type Secrets } from './secrets.ts';
+import { ConfigError } from './errors.ts';
+
+export { ConfigError } from './errors.ts';
+
+export type { Secrets } from './secrets.ts';
+
+const seconds = (min: number, max: number, fallback: number) =>
+  z.coerce.number().int().min(min).max(max).default(fallback);
+
+const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  ISSUER: z.url({ protocol: /^https?$/ }).optional(),
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  DATABASE_POOL_MAX: z.coerce.number().int().min(1).max(100).default(10),
+  DATA_DIR: z.string().min(1).default('./data'),
+  COOKIE_KEYS: z.string().optional(),
+  KEY_ENCRYPTION_KEY: z.string().optional(),
+  ACCESS_TOKEN_TTL: seconds(30, 3600, 300),
+  AUTHORIZATION_CODE_TTL: seconds(10, 600, 60),
+  ID_TOKEN_TTL: seconds(60, 3600, 3600),
+  REFRESH_TOKEN_TTL: seconds(3600, 365 * 86400, 90 * 86400),
+  SESSION_TTL: seconds(300, 30 * 86400, 8 * 3600),
+  INTERACTION_TTL: seconds(60, 3600, 1800),
+  SIGNING_KEY_RETIRE_AFTER: seconds(0, 365 * 86400, 0),
+  ARGON2_MEMORY_KIB: z.coerce.number().int().min(1024).max(1024 * 1024).default(19456),
+  ARGON2_TIME_COST: z.coerce.number().int().min(1).max(10).default(2),
+  ARGON2_MAX_CONCURRENT: z.coerce.number().int().min(1).max(64).default(4),
+  TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export interface Config {
+  readonly env: 'development' | 'production' | 'test';
+  readonly port: number;
+  readonly host: string;
+  readonly issuer: string;
+  readonly database:
+    | { readonly kind: 'postgres'; readonly url: string; readonly poolMax: number }
+    | { readonly kind: 'pglite'; readonly dataDir: string };
+  readonly dataDir: string;
+  readonly secrets: Secrets;
+  readonly ttl: {
+    readonly accessToken: number;
+    readonly authorizationCode: number;
+    readonly idToken: number;
+    readonly refreshToken: number;
+    readonly session: number;
+    readonly interaction: number;
+  };
+  readonly argon2: { readonly memoryKiB: number; readonly timeCost: number; readonly maxConcurrent: number };
+  readonly trustProxy: boolean;
+  readonly logLevel: string;
+}
+
+
+/** OWASP's minimum for argon2id (Password Storage Cheat Sheet): m=19 MiB, t=2, p=1. */
+const OWASP_MIN_MEMORY_KIB = 19456;
+const OWASP_MIN_TIME_COST = 2;
+
+/**
+ * Reads and validates the environment. Secrets come from the environment; outside production
+ * missing ones are generated once into `DATA_DIR` (see `secrets.ts`).
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: string) => void = () => {}): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(environment)'}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const production = e.NODE_ENV === 'production';
+
+  if (e.NODE_ENV !== 'test' && (e.ARGON2_MEMORY_KIB < OWASP_MIN_MEMORY_KIB || e.ARGON2_TIME_COST < OWASP_MIN_TIME_COST)) {
+    throw new ConfigError(
+      `ARGON2_MEMORY_KIB must be at least ${OWASP_MIN_MEMORY_KIB} and ARGON2_TIME_COST at least ${OWASP_MIN_TIME_COST} (OWASP minimum for argon2id)`,
+    );
+  }
+
+  const issuer = (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/+$/, '');
+  if (production && !issuer.startsWith('https://')) {
+    throw new ConfigError('ISSUER must be an https:// URL when NODE_ENV=production');
+  }
+  if (production && !e.DATABASE_URL) {
+    log('NODE_ENV=production without DATABASE_URL: using the embedded database in DATA_DIR (single instance only)');
+  }
+
+  const dataDir = resolve(e.DATA_DIR);
+  const secrets = resolveSecrets(
+    { cookieKeys: e.COOKIE_KEYS, keyEncryptionKey: e.KEY_ENCRYPTION_KEY },
+    { production, dataDir, log },
+  );
+
+  return Object.freeze({
+    env: e.NODE_ENV,
+    port: e.PORT,
+    host: e.HOST,
+    issuer,
+    database: e.DATABASE_URL
+      ? { kind: 'postgres' as const, url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX }
+      : { kind: 'pglite' as const, dataDir: resolve(dataDir, 'pgdata') },
+    dataDir,
+    secrets,
+    ttl: Object.freeze({
+      accessToken: e.ACCESS_TOKEN_TTL,
+      authorizationCode: e.AUTHORIZATION_CODE_TTL,
+      idToken: e.ID_TOKEN_TTL,
+      refreshToken: e.REFRESH_TOKEN_TTL,
+      session: e.SESSION_TTL,
+      interaction: e.INTERACTION_TTL,
+    }),
+    argon2: Object.freeze({
+      memoryKiB: e.ARGON2_MEMORY_KIB,
+      timeCost: e.ARGON2_TIME_COST,
+      maxConcurrent: e.ARGON2_MAX_CONCURRENT,
+    }),
+    trustProxy: e.TRUST_PROXY === 'true',
+    logLevel: e.LOG_LEVEL,
+  });
+}

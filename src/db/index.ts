@@ -1,0 +1,59 @@
+/**
+ * Database access: a knex instance on real PostgreSQL (`pg`) when DATABASE_URL is set, or on the
+ * embedded PGlite build of PostgreSQL persisted under DATA_DIR otherwise. Callers get the same
+ * knex API and the same SQL dialect either way.
+ */
+import knexFactory, { type Knex } from 'knex';
+import ClientPgLite from 'knex-pglite';
+import type { Config } from '../config/index.ts';
+import { acquireDataDirLock, type DataDirLock } from './data-dir-lock.ts';
+
+export type Db = Knex;
+export { migrateLatest, migrateDown, migrationStatus } from './migrations.ts';
+export { DatabaseBusyError } from './data-dir-lock.ts';
+
+const locks = new WeakMap<Knex, DataDirLock>();
+
+/** Opens the configured database. Close it with {@link closeDatabase}. */
+export async function openDatabase(database: Config['database']): Promise<Db> {
+  if (database.kind === 'postgres') {
+    return knexFactory({
+      client: 'pg',
+      connection: database.url,
+      pool: { min: 0, max: database.poolMax, idleTimeoutMillis: 30_000 },
+      acquireConnectionTimeout: 10_000,
+    });
+  }
+  // PGlite is one process, one connection: refuse to open a data folder another process has open,
+  // which would corrupt it, and say which process holds it.
+  const lock = await acquireDataDirLock(database.dataDir);
+  try {
+    const db = knexFactory({
+      client: ClientPgLite as unknown as typeof Knex.Client,
+      dialect: 'postgres',
+      connection: { filename: database.dataDir },
+    });
+    await db.raw('select 1');
+    locks.set(db, lock);
+    return db;
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+export async function closeDatabase(db: Db): Promise<void> {
+  await db.destroy();
+  locks.get(db)?.release();
+  locks.delete(db);
+}
+
+/** True when the database answers a trivial query (readiness probe). */
+export async function databaseReachable(db: Db): Promise<boolean> {
+  try {
+    await db.raw('select 1');
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * The Koa application: our middleware and routes first, then oidc-provider mounted at the root.
+ */
+import Koa from 'koa';
+import mount from 'koa-mount';
+import type Router from '@koa/router';
+import type { Logger } from 'pino';
+import type Provider from 'oidc-provider';
+import { errorHandler } from './error-handler.ts';
+import { securityHeaders } from './security-headers.ts';
+import { limitBodySize } from './body-limit.ts';
+import type { Views } from './views.ts';
+
+export interface AppDeps {
+  provider: Provider;
+  routers: Router[];
+  views: Views;
+  log: Logger;
+  cookieKeys: readonly string[];
+  https: boolean;
+  trustProxy: boolean;
+}
+
+/** The provider's own body parser stops at 56 KiB; anything larger is refused up front. */
+const MAX_BODY_BYTES = 56 * 1024;
+
+export function createApp(deps: AppDeps): Koa {
+  const app = new Koa({ proxy: deps.trustProxy });
+  // Cookies set through this app's context (ours and the provider's) are signed with these keys.
+  app.keys = [...deps.cookieKeys];
+  app.silent = true;
+  app.use(errorHandler(deps.log, deps.views));
+  app.use(securityHeaders({ https: deps.https }));
+  app.use(limitBodySize(MAX_BODY_BYTES));
+  for (const router of deps.routers) {
+    app.use(router.routes());
+    app.use(router.allowedMethods({ throw: false }));
+  }
+  app.use(mount(deps.provider));
+  return app;
+}

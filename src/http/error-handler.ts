@@ -1,0 +1,51 @@
+/**
+ * One place that turns thrown errors into responses: our typed errors as JSON or as a readable
+ * page, body-parser failures as 400/413, and everything unknown as a generic `server_error`
+ * whose details go to the log only.
+ */
+import type { Context, Next } from 'koa';
+import type { Logger } from 'pino';
+import { HttpError } from './errors.ts';
+import type { Views } from './views.ts';
+
+/** Errors from body parsing and Koa's own `ctx.throw` carry `expose` and a 4xx status. */
+function fromExposedError(err: unknown): HttpError | undefined {
+  const e = err as { status?: number; statusCode?: number; expose?: boolean; type?: string };
+  const status = e?.status ?? e?.statusCode;
+  if (!e?.expose || typeof status !== 'number' || status < 400 || status >= 500) return undefined;
+  if (status === 413) return new HttpError(413, 'invalid_request', 'the request body is too large');
+  if (status === 415) return new HttpError(415, 'invalid_request', 'unsupported request body type');
+  if (e.type === 'entity.parse.failed') return new HttpError(400, 'invalid_request', 'the request body is malformed');
+  return new HttpError(status, 'invalid_request', 'the request is malformed');
+}
+
+function wantsHtml(ctx: Context): boolean {
+  return ctx.accepts('html', 'json') === 'html' && !ctx.path.startsWith('/admin/api');
+}
+
+export function errorHandler(log: Logger, views: Views) {
+  return async function handleErrors(ctx: Context, next: Next) {
+    try {
+      await next();
+      if (ctx.respond !== false && ctx.body === undefined) {
+        if (ctx.status === 404) throw new HttpError(404, 'not_found', 'the requested resource does not exist');
+        if (ctx.status === 405) throw new HttpError(405, 'method_not_allowed', 'this method is not allowed here');
+      }
+    } catch (err) {
+      let httpError = err instanceof HttpError ? err : fromExposedError(err);
+      if (!httpError) {
+        log.error({ err, method: ctx.method, path: ctx.path }, 'unhandled error');
+        httpError = new HttpError(500, 'server_error', 'an unexpected error occurred; please try again later');
+      }
+      ctx.status = httpError.status;
+      ctx.set(httpError.headers);
+      ctx.set('Cache-Control', 'no-store');
+      if (wantsHtml(ctx)) {
+        ctx.type = 'html';
+        ctx.body = views.render('error', { title: 'Something went wrong', error: httpError.error, description: httpError.description });
+      } else {
+        ctx.body = { error: httpError.error, error_description: httpError.description };
+      }
+    }
+  };
+}

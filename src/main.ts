@@ -1,0 +1,158 @@
+/**
+ * Composition root: reads the configuration, opens the database, builds the app and listens.
+ * `startServer` is also what the tests boot, so they run exactly what production runs.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { loadConfig, ConfigError, type Config } from './config/index.ts';
+import { openDatabase, closeDatabase, migrateLatest, databaseReachable, DatabaseBusyError, type Db } from './db/index.ts';
+import { createAccountRepository, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
+import { createClientRegistry, type ClientRegistry } from './clients/index.ts';
+import { deriveKey, ensureSigningKeys, loadSigningJwks, purgeRetiredSigningKeys } from './keys/index.ts';
+import { buildProvider, deleteExpiredPayloads, interactionRoutes } from './oidc/index.ts';
+import { createApp } from './http/app.ts';
+import { createViews } from './http/views.ts';
+import { healthRoutes } from './http/health.ts';
+import { staticAssets } from './http/static-assets.ts';
+import { createLogger } from './logging/index.ts';
+
+/** The services a running Custos is made of; the CLI builds the same ones without HTTP. */
+export interface Services {
+  config: Config;
+  db: Db;
+  accounts: AccountRepository;
+  clients: ClientRegistry;
+  log: Logger;
+}
+
+export async function openServices(config: Config, log: Logger): Promise<Services> {
+  const db = await openDatabase(config.database);
+  try {
+    await migrateLatest(db);
+  } catch (err) {
+    await closeDatabase(db);
+    throw err;
+  }
+  const accounts = createAccountRepository(db, createPasswordHasher(config.argon2));
+  const clients = createClientRegistry(db, deriveKey(config.secrets.keyEncryptionKey, 'client-secret-hmac'));
+  return { config, db, accounts, clients, log };
+}
+
+export interface RunningServer {
+  url: string;
+  server: Server;
+  services: Services;
+  close(): Promise<void>;
+}
+
+const CLEANUP_INTERVAL_MS = 10 * 60 * 1000;
+
+export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
+  const services = await openServices(config, log);
+  const { db, accounts, clients } = services;
+  try {
+    const kek = config.secrets.keyEncryptionKey;
+    const created = await ensureSigningKeys(db, kek);
+    if (created.length > 0) log.info({ kids: created }, 'generated signing keys');
+    const signingKeys = await loadSigningJwks(db, kek);
+
+    const views = createViews({ cache: config.env === 'production' });
+    const provider = buildProvider({ config, db, accounts, clients, signingKeys, views, log });
+    const app = createApp({
+      provider,
+      views,
+      log,
+      cookieKeys: config.secrets.cookieKeys,
+      https: config.issuer.startsWith('https://'),
+      trustProxy: config.trustProxy,
+      routers: [
+        healthRoutes(() => databaseReachable(db)),
+        staticAssets(),
+        interactionRoutes({ provider, accounts, views, log, issuer: config.issuer }),
+      ],
+    });
+
+    const server = createServer(app.callback());
+    server.headersTimeout = 20_000;
+    server.requestTimeout = 30_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => resolve());
+    });
+    const { port } = server.address() as AddressInfo;
+
+    const cleanup = setInterval(() => {
+      Promise.all([deleteExpiredPayloads(db), purgeRetiredSigningKeys(db)])
+        .then(([payloads, keys]) => {
+          if (payloads || keys) log.debug({ payloads, keys }, 'removed expired rows');
+        })
+        .catch((err: unknown) => log.warn({ err }, 'background cleanup failed'));
+    }, CLEANUP_INTERVAL_MS);
+    cleanup.unref();
+
+    if ((await accounts.countByRole('admin')) === 0) {
+      log.warn(
+        'no admin account yet: create one with `npx custos user create <username> --role admin` ' +
+          '(on the embedded database, stop the server first)',
+      );
+    }
+
+    return {
+      url: `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,
+      server,
+      services,
+      async close() {
+        clearInterval(cleanup);
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await closeDatabase(db);
+      },
+    };
+  } catch (err) {
+    await closeDatabase(db);
+    throw err;
+  }
+}
+
+async function main() {
+  const bootLog = createLogger('info');
+  let config: Config;
+  try {
+    config = loadConfig(process.env, (msg) => bootLog.info(msg));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      bootLog.fatal(err.message);
+      process.exit(1);
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  let running: RunningServer;
+  try {
+    running = await startServer(config, log);
+  } catch (err) {
+    if (err instanceof DatabaseBusyError) {
+      log.fatal(err.message);
+      process.exit(1);
+    }
+    throw err;
+  }
+  log.info({ issuer: config.issuer, listening: running.url, database: config.database.kind }, 'Custos is ready');
+  const stop = (signal: string) => {
+    log.info({ signal }, 'shutting down');
+    running.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+if (import.meta.main) {
+  await main();
+}

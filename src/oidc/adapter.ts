@@ -1,0 +1,98 @@
+/**
+ * oidc-provider's storage adapter on knex: one table for every model, keyed by (kind, id).
+ * Clients are the exception: they live in the client registry and are read through it.
+ */
+import type { Knex } from 'knex';
+import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import type { ClientRegistry } from '../clients/index.ts';
+
+const TABLE = 'oidc_payloads';
+
+interface PayloadRow {
+  payload: AdapterPayload;
+  consumed_at: Date | null;
+  expires_at: Date | null;
+}
+
+const epoch = (d: Date) => Math.floor(d.getTime() / 1000);
+
+function fromRow(row: PayloadRow | undefined): AdapterPayload | undefined {
+  if (!row) return undefined;
+  if (row.expires_at && row.expires_at.getTime() <= Date.now()) return undefined;
+  return row.consumed_at ? { ...row.payload, consumed: epoch(row.consumed_at) } : row.payload;
+}
+
+/** Builds the adapter class oidc-provider instantiates once per model name. */
+export function createKnexAdapter(db: Knex, clients: ClientRegistry) {
+  return class KnexAdapter implements Adapter {
+    readonly kind: string;
+
+    constructor(name: string) {
+      this.kind = name;
+    }
+
+    async upsert(id: string, payload: AdapterPayload, expiresIn: number | undefined): Promise<void> {
+      if (this.kind === 'Client') throw new Error('clients are written through the client registry');
+      const row = {
+        kind: this.kind,
+        id,
+        payload,
+        grant_id: payload.grantId ?? null,
+        uid: payload.uid ?? null,
+        user_code: payload.userCode ?? null,
+        expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
+      };
+      await db(TABLE).insert(row).onConflict(['kind', 'id']).merge(['payload', 'grant_id', 'uid', 'user_code', 'expires_at']);
+    }
+
+    async find(id: string): Promise<AdapterPayload | undefined> {
+      if (this.kind === 'Client') return clients.findForProvider(id);
+      return fromRow(await db(TABLE).select('payload', 'consumed_at', 'expires_at').where({ kind: this.kind, id }).first());
+    }
+
+    async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+      return fromRow(await db(TABLE).select('payload', 'consumed_at', 'expires_at').where({ kind: this.kind, uid }).first());
+    }
+
+    async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+      return fromRow(
+        await db(TABLE).select('payload', 'consumed_at', 'expires_at').where({ kind: this.kind, user_code: userCode }).first(),
+      );
+    }
+
+    /**
+     * Marks a code or refresh token used. oidc-provider checks `consumed` before calling this, but
+     * two requests racing with the same value both pass that check; the conditional UPDATE lets
+     * exactly one of them through and the other gets `invalid_grant` (RFC 6749 section 5.2).
+     */
+    async consume(id: string): Promise<void> {
+      const updated = await db(TABLE)
+        .where({ kind: this.kind, id })
+        .whereNull('consumed_at')
+        .update({ consumed_at: db.fn.now() });
+      if (updated !== 1) throw new errors.InvalidGrant('grant request is invalid');
+    }
+
+    async destroy(id: string): Promise<void> {
+      await db(TABLE).where({ kind: this.kind, id }).delete();
+    }
+
+    /** Removes every artifact of a grant, whatever its model, and the grant itself. */
+    async revokeByGrantId(grantId: string): Promise<void> {
+      await db(TABLE)
+        .where({ grant_id: grantId })
+        .orWhere((q) => q.where({ kind: 'Grant', id: grantId }))
+        .delete();
+    }
+  };
+}
+
+/** Deletes up to `batchSize` expired rows; returns how many went. Run in the background. */
+export async function deleteExpiredPayloads(db: Knex, batchSize = 1000): Promise<number> {
+  return db(TABLE)
+    .whereIn(
+      ['kind', 'id'],
+      db(TABLE).select('kind', 'id').where('expires_at', '<', db.fn.now()).limit(batchSize),
+    )
+    .delete();
+}

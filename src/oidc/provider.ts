@@ -1,0 +1,162 @@
+/**
+ * The oidc-provider instance: every default that matters for a healthcare authorization server
+ * set explicitly (see shared/OIDC-PROVIDER-NOTES.md for why each one is here).
+ */
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { JWK } from 'jose';
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import type { Config } from '../config/index.ts';
+import type { AccountRepository } from '../accounts/index.ts';
+import { fhirUserReference } from '../accounts/index.ts';
+import type { ClientRegistry } from '../clients/index.ts';
+import type { Views } from '../http/views.ts';
+import { createKnexAdapter } from './adapter.ts';
+
+export interface ProviderDeps {
+  config: Config;
+  db: Knex;
+  accounts: AccountRepository;
+  clients: ClientRegistry;
+  signingKeys: JWK[];
+  views: Views;
+  log: Logger;
+}
+
+export const COOKIE_NAMES = { session: 'custos_session', interaction: 'custos_interaction', resume: 'custos_resume' } as const;
+
+/** The longest lifetime of anything we sign: how long a replaced key must stay published. */
+export function signedTokenMaxLifetime(config: Config): number {
+  const CLOCK_TOLERANCE = 60;
+  return Math.max(config.ttl.idToken, config.ttl.accessToken) + CLOCK_TOLERANCE;
+}
+
+export function buildProvider(deps: ProviderDeps): Provider {
+  const { config, accounts, clients, views } = deps;
+  const secure = config.issuer.startsWith('https://');
+  const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, secure, signed: true };
+
+  const configuration: Configuration = {
+    adapter: createKnexAdapter(deps.db, clients),
+    clients: [],
+    jwks: { keys: deps.signingKeys as Configuration['jwks'] extends { keys: infer K } ? K : never },
+    cookies: {
+      names: COOKIE_NAMES,
+      keys: [...config.secrets.cookieKeys],
+      long: cookieOptions,
+      short: cookieOptions,
+    },
+    claims: {
+      openid: ['sub'],
+      profile: ['name', 'preferred_username'],
+      email: ['email'],
+      fhirUser: ['fhirUser'],
+    },
+    scopes: ['openid', 'offline_access', 'profile', 'email', 'fhirUser'],
+    async findAccount(_ctx, sub) {
+      const account = await accounts.findById(sub);
+      if (!account || account.disabled) return undefined;
+      return {
+        accountId: account.id,
+        async claims() {
+          const fhirUser = fhirUserReference(account);
+          return {
+            sub: account.id,
+            name: account.displayName ?? undefined,
+            preferred_username: account.username,
+            email: account.email ?? undefined,
+            fhirUser: fhirUser ? `${config.issuer}/fhir/${fhirUser}` : undefined,
+          };
+        },
+      };
+    },
+    features: {
+      devInteractions: { enabled: false },
+      introspection: {
+        enabled: true,
+        // A client may introspect only its own tokens until resource servers are registered.
+        async allowedPolicy(_ctx, client, token) {
+          return token.clientId === client.clientId;
+        },
+      },
+      revocation: { enabled: true },
+      clientCredentials: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          ctx.type = 'html';
+          ctx.body = views.render('logout', { title: 'Sign out', form, host: ctx.host });
+        },
+        async postLogoutSuccessSource(ctx) {
+          ctx.type = 'html';
+          ctx.body = views.render('logged-out', { title: 'Signed out', clientName: ctx.oidc.client?.clientName });
+        },
+      },
+      userinfo: { enabled: true },
+      pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
+      resourceIndicators: {
+        enabled: true,
+        // No resource servers are registered yet: access tokens are for userinfo (opaque).
+        async getResourceServerInfo() {
+          throw new errors.InvalidTarget('unknown resource server');
+        },
+      },
+    },
+    responseTypes: ['code'],
+    pkce: { required: () => true },
+    // Every refresh rotates; presenting a rotated one again revokes the whole grant (RFC 9700 4.14.2).
+    rotateRefreshToken: true,
+    allowOmittingSingleRegisteredRedirectUri: false,
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
+    clientDefaults: {
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+      id_token_signed_response_alg: 'RS256',
+    },
+    enabledJWA: {
+      clientAuthSigningAlgValues: ['RS256', 'RS384', 'PS256', 'PS384', 'ES256', 'ES384'],
+      idTokenSigningAlgValues: ['RS256', 'ES256'],
+      userinfoSigningAlgValues: ['RS256', 'ES256'],
+      introspectionSigningAlgValues: ['ES256', 'RS256'],
+      authorizationSigningAlgValues: ['ES256', 'RS256'],
+      requestObjectSigningAlgValues: ['RS256', 'RS384', 'PS256', 'ES256', 'ES384'],
+    },
+    ttl: {
+      AccessToken: config.ttl.accessToken,
+      AuthorizationCode: config.ttl.authorizationCode,
+      ClientCredentials: config.ttl.accessToken,
+      IdToken: config.ttl.idToken,
+      RefreshToken: config.ttl.refreshToken,
+      Interaction: config.ttl.interaction,
+      Session: config.ttl.session,
+      Grant: config.ttl.refreshToken,
+      PushedAuthorizationRequest: 60,
+    },
+    interactions: {
+      url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+    },
+    async renderError(ctx: KoaContextWithOIDC, out, error) {
+      // The error page for the browser; details stay in the log, never in the page.
+      deps.log.info({ err: error, route: ctx.oidc?.route }, 'authorization error shown to the user');
+      ctx.type = 'html';
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = views.render('error', {
+        title: 'This request cannot be completed',
+        error: out.error,
+        description: out.error_description ?? 'the request is not valid',
+      });
+    },
+  };
+
+  const provider = new Provider(config.issuer, configuration);
+  provider.proxy = config.trustProxy;
+
+  // Client secrets are stored as keyed hashes; compare the presented secret against the hash.
+  // (Symmetric algorithms that would need the plain secret are not enabled.)
+  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
+    return Promise.resolve(Boolean(this.clientSecret) && clients.verifySecret(this.clientSecret!, actual));
+  };
+
+  return provider;
+}
