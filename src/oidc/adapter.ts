@@ -77,12 +77,12 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry) {
       await db(TABLE).where({ kind: this.kind, id }).delete();
     }
 
-    /** Removes every artifact of a grant, whatever its model, and the grant itself. */
+    /**
+     * Removes every artifact issued under a grant (codes, access and refresh tokens...), whatever
+     * its model. The Grant record itself is left to oidc-provider's `revokeGrantPolicy`.
+     */
     async revokeByGrantId(grantId: string): Promise<void> {
-      await db(TABLE)
-        .where({ grant_id: grantId })
-        .orWhere((q) => q.where({ kind: 'Grant', id: grantId }))
-        .delete();
+      await db(TABLE).where({ grant_id: grantId }).delete();
     }
   };
 }

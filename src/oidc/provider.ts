@@ -79,7 +79,15 @@ export function buildProvider(deps: ProviderDeps): Provider {
           return token.clientId === client.clientId;
         },
       },
-      revocation: { enabled: true },
+      revocation: {
+        enabled: true,
+        // RFC 7009 section 2.1: a client may revoke only tokens issued to it.
+        async allowedPolicy(_ctx, client, token) {
+          if (token.clientId === client.clientId) return true;
+          if (client.clientAuthMethod === 'none') return false;
+          throw new errors.InvalidRequest('client is not authorized to revoke the presented token');
+        },
+      },
       clientCredentials: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
@@ -157,6 +165,19 @@ export function buildProvider(deps: ProviderDeps): Provider {
   provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
     return Promise.resolve(Boolean(this.clientSecret) && clients.verifySecret(this.clientSecret!, actual));
   };
+
+  // The provider answers clients with safe, generic errors; the specifics go to our log only.
+  provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+    deps.log.error({ err, route: ctx.oidc?.route }, 'provider server error');
+  });
+  const logRefusal = (event: string) => (ctx: KoaContextWithOIDC, err: Error & { error_detail?: string }) => {
+    deps.log.info({ event, error: err.message, detail: err.error_detail, client: ctx.oidc?.client?.clientId }, 'request refused');
+  };
+  provider.on('grant.error', logRefusal('grant.error'));
+  provider.on('authorization.error', logRefusal('authorization.error'));
+  provider.on('introspection.error', logRefusal('introspection.error'));
+  provider.on('revocation.error', logRefusal('revocation.error'));
+  provider.on('userinfo.error', logRefusal('userinfo.error'));
 
   return provider;
 }
