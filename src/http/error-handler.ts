@@ -20,7 +20,8 @@ function fromExposedError(err: unknown): HttpError | undefined {
 }
 
 function wantsHtml(ctx: Context): boolean {
-  return ctx.accepts('html', 'json') === 'html' && !ctx.path.startsWith('/admin/api');
+  // JSON unless the client prefers HTML (browsers do; `*/*` API clients get JSON).
+  return ctx.accepts('json', 'html') === 'html' && !ctx.path.startsWith('/admin/api');
 }
 
 export function errorHandler(log: Logger, views: Views) {

@@ -110,6 +110,12 @@ export function buildProvider(deps: ProviderDeps): Provider {
         },
       },
     },
+    // CORS on the provider's endpoints only for browser apps (public clients) from the origin of
+    // one of their redirect URIs; confidential clients are servers and never need it.
+    clientBasedCORS(_ctx, origin, client) {
+      if (origin === 'null' || client.clientAuthMethod !== 'none') return false;
+      return client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) ?? false;
+    },
     responseTypes: ['code'],
     pkce: { required: () => true },
     // Every refresh rotates; presenting a rotated one again revokes the whole grant (RFC 9700 4.14.2).
