@@ -30,7 +30,6 @@ const envSchema = z.object({
   REFRESH_TOKEN_TTL: seconds(3600, 365 * 86400, 90 * 86400),
   SESSION_TTL: seconds(300, 30 * 86400, 8 * 3600),
   INTERACTION_TTL: seconds(60, 3600, 1800),
-  SIGNING_KEY_RETIRE_AFTER: seconds(0, 365 * 86400, 0),
   ARGON2_MEMORY_KIB: z.coerce.number().int().min(1024).max(1024 * 1024).default(19456),
   ARGON2_TIME_COST: z.coerce.number().int().min(1).max(10).default(2),
   ARGON2_MAX_CONCURRENT: z.coerce.number().int().min(1).max(64).default(4),
