@@ -17,7 +17,7 @@ describe('refusals at the authorization and token endpoints', () => {
     const { url, verifier } = await startCodeFlow(config, params);
     const res = await authorize(new UserAgent(), url.toString(), server.issuer, alice);
     assert.ok(res.location?.startsWith(REDIRECT_URI), `expected a redirect to the client, got ${res.status}`);
-    const code = new URL(res.location).searchParams.get('code');
+    const code = new URL(res.location!).searchParams.get('code');
     assert.ok(code);
     return { code, verifier };
   }

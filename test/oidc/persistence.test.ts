@@ -47,7 +47,7 @@ describe('restarting on the same database', () => {
     const { url, verifier, state } = await startCodeFlow(configAfter, { prompt: 'none' });
     const res = await agent.follow(url.toString(), server.issuer);
     assert.ok(res.location?.startsWith(REDIRECT_URI), `expected a code without login, got ${res.status}`);
-    const again = await oidc.authorizationCodeGrant(configAfter, new URL(res.location), { pkceCodeVerifier: verifier, expectedState: state });
+    const again = await oidc.authorizationCodeGrant(configAfter, new URL(res.location!), { pkceCodeVerifier: verifier, expectedState: state });
     assert.equal(again.claims()?.sub, alice.id);
   });
 });
