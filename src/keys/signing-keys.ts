@@ -105,5 +105,6 @@ export async function listSigningKeys(db: Knex): Promise<PublishedKey[]> {
 
 /** Deletes keys whose retirement time has passed: nothing they signed is still valid. */
 export async function purgeRetiredSigningKeys(db: Knex): Promise<number> {
-  return db('signing_keys').whereNotNull('retire_at').andWhere('retire_at', '<=', db.fn.now()).delete();
+  const removed = await db('signing_keys').whereNotNull('retire_at').andWhere('retire_at', '<=', db.fn.now()).delete(['kid']);
+  return removed.length;
 }

@@ -69,8 +69,8 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry) {
       const updated = await db(TABLE)
         .where({ kind: this.kind, id })
         .whereNull('consumed_at')
-        .update({ consumed_at: db.fn.now() });
-      if (updated !== 1) throw new errors.InvalidGrant('grant request is invalid');
+        .update({ consumed_at: db.fn.now() }, ['id']);
+      if (updated.length !== 1) throw new errors.InvalidGrant('grant request is invalid');
     }
 
     async destroy(id: string): Promise<void> {
@@ -89,10 +89,10 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry) {
 
 /** Deletes up to `batchSize` expired rows; returns how many went. Run in the background. */
 export async function deleteExpiredPayloads(db: Knex, batchSize = 1000): Promise<number> {
-  return db(TABLE)
-    .whereIn(
-      ['kind', 'id'],
-      db(TABLE).select('kind', 'id').where('expires_at', '<', db.fn.now()).limit(batchSize),
-    )
-    .delete();
+  // `returning` rather than the affected-row count: the PGlite dialect reports DELETE counts
+  // differently from pg, while returned rows are the same on both.
+  const removed = await db(TABLE)
+    .whereIn(['kind', 'id'], db(TABLE).select('kind', 'id').where('expires_at', '<', db.fn.now()).limit(batchSize))
+    .delete(['kind']);
+  return removed.length;
 }
