@@ -1,5 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import * as jose from 'jose';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { codeFlow, discover, oidc, REDIRECT_URI } from '../helpers/oidc-client.ts';
 
@@ -100,6 +101,23 @@ describe('authorization code flow with PKCE through the login and consent pages'
     assert.equal((await oidc.tokenIntrospection(otherConfig, tokens.access_token)).active, false);
   });
 
+  it('accepts pushed authorization requests (RFC 9126)', async () => {
+    const config = await discover(server.issuer, client.clientId, client.clientSecret);
+    const verifier = oidc.randomPKCECodeVerifier();
+    const url = await oidc.buildAuthorizationUrlWithPAR(config, {
+      redirect_uri: REDIRECT_URI,
+      scope: 'openid',
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+    });
+    assert.match(url.searchParams.get('request_uri') ?? '', /^urn:ietf:params:oauth:request_uri:/);
+    const { authorize: drive, UserAgent } = await import('../helpers/browserless.ts');
+    const res = await drive(new UserAgent(), url.toString(), server.issuer, alice);
+    assert.ok(res.location?.startsWith(REDIRECT_URI));
+    const tokens = await oidc.authorizationCodeGrant(config, new URL(res.location!), { pkceCodeVerifier: verifier });
+    assert.equal(tokens.claims()?.sub, alice.id);
+  });
+
   it('signs the user out through RP-initiated logout', async () => {
     const config = await discover(server.issuer, client.clientId, client.clientSecret);
     const { tokens, agent } = await codeFlow(config, server.issuer, alice);
@@ -137,6 +155,24 @@ describe('client_credentials', () => {
       const info = await oidc.tokenIntrospection(config, tokens.access_token);
       assert.equal(info.active, true);
       assert.equal(info.client_id, c.clientId);
+    }
+  });
+
+  it('authenticates a client with private_key_jwt (RS384 and ES384)', async () => {
+    for (const alg of ['RS384', 'ES384'] as const) {
+      const { privateKey, publicKey } = await jose.generateKeyPair(alg, { extractable: true });
+      const jwk = { ...(await jose.exportJWK(publicKey)), alg, use: 'sig', kid: `key-${alg}` };
+      const c = await server.createClient({
+        client_name: `jwt ${alg}`,
+        grant_types: ['client_credentials'],
+        token_endpoint_auth_method: 'private_key_jwt',
+        token_endpoint_auth_signing_alg: alg,
+        jwks: { keys: [jwk] },
+      });
+      assert.equal(c.clientSecret, undefined, 'no secret for a key-authenticated client');
+      const config = await discover(server.issuer, c.clientId, undefined, oidc.PrivateKeyJwt({ key: privateKey, kid: jwk.kid }));
+      const tokens = await oidc.clientCredentialsGrant(config);
+      assert.ok(tokens.access_token);
     }
   });
 
