@@ -58,7 +58,10 @@ export async function up(knex: Knex): Promise<void> {
     t.jsonb('public_jwk').notNullable();
     t.text('private_jwk_encrypted').notNullable();
     t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
-    // Set when a newer key replaces this one: it stops signing but stays published until then.
+    // Published at once, used for signing only from here on, so every instance publishes a new
+    // key before any instance signs with it.
+    t.timestamp('activates_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
+    // Set when a newer key replaces this one: it stays published (for verification) until then.
     t.timestamp('retire_at', { useTz: true });
   });
 }

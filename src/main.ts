@@ -9,8 +9,8 @@ import { loadConfig, ConfigError, type Config } from './config/index.ts';
 import { openDatabase, closeDatabase, migrateLatest, databaseReachable, DatabaseBusyError, type Db } from './db/index.ts';
 import { createAccountRepository, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
 import { createClientRegistry, type ClientRegistry } from './clients/index.ts';
-import { deriveKey, ensureSigningKeys, loadSigningJwks, purgeRetiredSigningKeys } from './keys/index.ts';
-import { buildProvider, deleteExpiredPayloads, interactionRoutes } from './oidc/index.ts';
+import { deriveKey, ensureSigningKeys, loadSigningKeys, purgeRetiredSigningKeys } from './keys/index.ts';
+import { buildProvider, createProviderHost, deleteExpiredPayloads, interactionRoutes } from './oidc/index.ts';
 import { createApp } from './http/app.ts';
 import { createViews } from './http/views.ts';
 import { healthRoutes } from './http/health.ts';
@@ -55,12 +55,13 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     const kek = config.secrets.keyEncryptionKey;
     const created = await ensureSigningKeys(db, kek);
     if (created.length > 0) log.info({ kids: created }, 'generated signing keys');
-    const signingKeys = await loadSigningJwks(db, kek);
-
     const views = createViews({ cache: config.env === 'production' });
-    const provider = buildProvider({ config, db, accounts, clients, signingKeys, views, log });
+    const providers = createProviderHost(
+      (jwks) => buildProvider({ config, db, accounts, clients, views, log }, jwks),
+      await loadSigningKeys(db, kek),
+    );
     const app = createApp({
-      provider,
+      provider: providers.middleware(),
       views,
       log,
       cookieKeys: config.secrets.cookieKeys,
@@ -69,7 +70,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       routers: [
         healthRoutes(() => databaseReachable(db)),
         staticAssets(),
-        interactionRoutes({ provider, accounts, views, log, issuer: config.issuer }),
+        interactionRoutes({ providers, accounts, views, log, issuer: config.issuer }),
       ],
     });
 
@@ -91,6 +92,16 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     }, CLEANUP_INTERVAL_MS);
     cleanup.unref();
 
+    // Pick up rotated and retired signing keys without a restart.
+    const keyRefresh = setInterval(() => {
+      loadSigningKeys(db, kek)
+        .then((keys) => {
+          if (providers.update(keys)) log.info({ kids: keys.jwks.map((k) => k.kid) }, 'signing keys changed; provider reloaded');
+        })
+        .catch((err: unknown) => log.warn({ err }, 'signing key refresh failed'));
+    }, config.signingKeyRefreshInterval * 1000);
+    keyRefresh.unref();
+
     if ((await accounts.countByRole('admin')) === 0) {
       log.warn(
         'no admin account yet: create one with `npx custos user create <username> --role admin` ' +
@@ -104,6 +115,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       services,
       async close() {
         clearInterval(cleanup);
+        clearInterval(keyRefresh);
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await closeDatabase(db);

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { listSigningKeys, rotateSigningKeys } from '../keys/index.ts';
-import { signedTokenMaxLifetime } from '../oidc/index.ts';
+import { rotationTiming } from '../oidc/index.ts';
 import { table, type CliContext } from './context.ts';
 
 export function registerKeys(program: Command, cli: CliContext): void {
@@ -8,16 +8,24 @@ export function registerKeys(program: Command, cli: CliContext): void {
 
   keys
     .command('rotate')
-    .description('add new signing keys; the current ones stop signing and stay published until what they signed has expired')
+    .description('add new signing keys: published at once, signing shortly after on every server; the old ones stay published until what they signed has expired')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
-      const retireAfter = signedTokenMaxLifetime(cli.config);
+      const timing = rotationTiming(cli.config);
       await cli.withServices(async ({ db }) => {
-        const kids = await rotateSigningKeys(db, cli.config.secrets.keyEncryptionKey, retireAfter);
+        const created = await rotateSigningKeys(db, cli.config.secrets.keyEncryptionKey, timing);
+        const retireIn = timing.activateAfterSeconds + timing.maxSignedLifetimeSeconds;
         cli.print(
           Boolean(opts.json),
-          { created: kids, previous_keys_retire_in_seconds: retireAfter },
-          `new signing keys: ${kids.join(', ')}\nprevious keys stay published for ${retireAfter} s; restart the servers to sign with the new keys`,
+          {
+            created: created.map((k) => ({ kid: k.kid, alg: k.alg, activates_at: k.activatesAt.toISOString() })),
+            previous_keys_retire_in_seconds: retireIn,
+          },
+          [
+            `new signing keys: ${created.map((k) => `${k.kid} (${k.alg})`).join(', ')}`,
+            `published now; every running server signs with them from ${created[0]?.activatesAt.toISOString()} (no restart needed)`,
+            `the previous keys stay published for ${retireIn} s, until everything they signed has expired`,
+          ].join('\n'),
         );
       });
     });
@@ -31,8 +39,17 @@ export function registerKeys(program: Command, cli: CliContext): void {
         const list = await listSigningKeys(db);
         cli.print(
           Boolean(opts.json),
-          list.map((k) => ({ kid: k.kid, alg: k.alg, created_at: k.createdAt.toISOString(), retire_at: k.retireAt?.toISOString() ?? null })),
-          table(['KID', 'ALG', 'CREATED', 'RETIRES'], list.map((k) => [k.kid, k.alg, k.createdAt.toISOString(), k.retireAt?.toISOString() ?? '-'])),
+          list.map((k) => ({
+            kid: k.kid,
+            alg: k.alg,
+            created_at: k.createdAt.toISOString(),
+            activates_at: k.activatesAt.toISOString(),
+            retire_at: k.retireAt?.toISOString() ?? null,
+          })),
+          table(
+            ['KID', 'ALG', 'CREATED', 'SIGNS FROM', 'RETIRES'],
+            list.map((k) => [k.kid, k.alg, k.createdAt.toISOString(), k.activatesAt.toISOString(), k.retireAt?.toISOString() ?? '-']),
+          ),
         );
       });
     });

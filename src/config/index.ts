@@ -30,6 +30,7 @@ const envSchema = z.object({
   REFRESH_TOKEN_TTL: seconds(3600, 365 * 86400, 90 * 86400),
   SESSION_TTL: seconds(300, 30 * 86400, 8 * 3600),
   INTERACTION_TTL: seconds(60, 3600, 1800),
+  SIGNING_KEY_REFRESH_INTERVAL: seconds(1, 3600, 60),
   ARGON2_MEMORY_KIB: z.coerce.number().int().min(1024).max(1024 * 1024).default(19456),
   ARGON2_TIME_COST: z.coerce.number().int().min(1).max(10).default(2),
   ARGON2_MAX_CONCURRENT: z.coerce.number().int().min(1).max(64).default(4),
@@ -55,6 +56,8 @@ export interface Config {
     readonly session: number;
     readonly interaction: number;
   };
+  /** How often each instance checks the database for new or retired signing keys. */
+  readonly signingKeyRefreshInterval: number;
   readonly argon2: { readonly memoryKiB: number; readonly timeCost: number; readonly maxConcurrent: number };
   readonly trustProxy: boolean;
   readonly logLevel: string;
@@ -116,6 +119,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       session: e.SESSION_TTL,
       interaction: e.INTERACTION_TTL,
     }),
+    signingKeyRefreshInterval: e.SIGNING_KEY_REFRESH_INTERVAL,
     argon2: Object.freeze({
       memoryKiB: e.ARGON2_MEMORY_KIB,
       timeCost: e.ARGON2_TIME_COST,

@@ -2,17 +2,16 @@
  * The Koa application: our middleware and routes first, then oidc-provider mounted at the root.
  */
 import Koa from 'koa';
-import mount from 'koa-mount';
 import type Router from '@koa/router';
 import type { Logger } from 'pino';
-import type Provider from 'oidc-provider';
 import { errorHandler } from './error-handler.ts';
 import { securityHeaders } from './security-headers.ts';
 import { limitBodySize } from './body-limit.ts';
 import type { Views } from './views.ts';
 
 export interface AppDeps {
-  provider: Provider;
+  /** The provider's middleware, mounted at the root after our routes. */
+  provider: Koa.Middleware;
   routers: Router[];
   views: Views;
   log: Logger;
@@ -36,6 +35,6 @@ export function createApp(deps: AppDeps): Koa {
     app.use(router.routes());
     app.use(router.allowedMethods({ throw: false }));
   }
-  app.use(mount(deps.provider));
+  app.use(deps.provider);
   return app;
 }

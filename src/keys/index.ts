@@ -3,10 +3,12 @@ export { deriveKey, type KeyPurpose } from './derived-keys.ts';
 export {
   ensureSigningKeys,
   rotateSigningKeys,
-  loadSigningJwks,
+  loadSigningKeys,
   listSigningKeys,
   purgeRetiredSigningKeys,
   SIGNING_ALGS,
   type SigningAlg,
-  type PublishedKey,
+  type SigningKeyInfo,
+  type LoadedKeys,
+  type RotationTiming,
 } from './signing-keys.ts';

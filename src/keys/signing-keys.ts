@@ -1,9 +1,13 @@
 /**
  * The provider's signing keys, stored in the database with private parts sealed under the KEK.
  * RS256 is kept because SMART requires it for ID tokens; ES256 signs everything else we sign.
- * Every instance loads the same keys from the database.
+ * Every instance loads the same keys from the database and reloads them when they change.
+ *
+ * A key's life: created and published at once, but signing only from `activates_at` (so every
+ * instance publishes it before any instance signs with it); when a newer key activates it stops
+ * signing, and it stays published until `retire_at`, when everything it signed has expired.
  */
-import { generateKeyPair } from 'node:crypto';
+import { generateKeyPair, createHash } from 'node:crypto';
 import { promisify } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { Knex } from 'knex';
@@ -12,19 +16,20 @@ import { open, seal } from './envelope.ts';
 export const SIGNING_ALGS = ['RS256', 'ES256'] as const;
 export type SigningAlg = (typeof SIGNING_ALGS)[number];
 
-export interface PublishedKey {
+export interface SigningKeyInfo {
   kid: string;
   alg: SigningAlg;
   createdAt: Date;
+  activatesAt: Date;
   retireAt: Date | null;
 }
 
 interface SigningKeyRow {
   kid: string;
   alg: SigningAlg;
-  public_jwk: JWK;
   private_jwk_encrypted: string;
   created_at: Date;
+  activates_at: Date;
   retire_at: Date | null;
 }
 
@@ -32,9 +37,7 @@ const generate = promisify(generateKeyPair);
 
 async function newPrivateJwk(alg: SigningAlg): Promise<JWK> {
   const { privateKey } =
-    alg === 'RS256'
-      ? await generate('rsa', { modulusLength: 2048 })
-      : await generate('ec', { namedCurve: 'P-256' });
+    alg === 'RS256' ? await generate('rsa', { modulusLength: 2048 }) : await generate('ec', { namedCurve: 'P-256' });
   const jwk = privateKey.export({ format: 'jwk' }) as JWK;
   const kid = await calculateJwkThumbprint(jwk);
   return { ...jwk, kid, alg, use: 'sig' };
@@ -56,7 +59,7 @@ function rowFor(kek: Buffer, jwk: JWK) {
   };
 }
 
-/** Creates a current key for every algorithm that lacks one (first start). Returns new kids. */
+/** Creates an immediately active key for every algorithm that has none (first start). */
 export async function ensureSigningKeys(db: Knex, kek: Buffer): Promise<string[]> {
   const current = await db('signing_keys').whereNull('retire_at').distinct('alg');
   const have = new Set(current.map((r: { alg: string }) => r.alg));
@@ -70,37 +73,66 @@ export async function ensureSigningKeys(db: Knex, kek: Buffer): Promise<string[]
   return created;
 }
 
+export interface RotationTiming {
+  /** How long until the new keys sign: at least how long instances take to notice new keys. */
+  activateAfterSeconds: number;
+  /** The longest lifetime of anything signed, plus clock tolerance. */
+  maxSignedLifetimeSeconds: number;
+}
+
 /**
- * Adds a new key for every algorithm and schedules the current ones for retirement once every
- * token they may have signed has expired (`retireAfterSeconds`, the longest signed-token lifetime
- * plus clock tolerance). Retired keys stop signing now and stop being published at `retire_at`.
+ * Adds a new key for every algorithm. The new keys are published at once and sign from
+ * `now + activateAfter`; the current keys sign until then and stay published for
+ * `maxSignedLifetime` after that.
  */
-export async function rotateSigningKeys(db: Knex, kek: Buffer, retireAfterSeconds: number): Promise<string[]> {
-  // Build the new keys first (slow), then switch in one transaction so no reader sees no key.
+export async function rotateSigningKeys(db: Knex, kek: Buffer, timing: RotationTiming): Promise<SigningKeyInfo[]> {
+  // Build the new keys first (slow), then switch in one transaction so no reader sees a gap.
   const fresh = await Promise.all(SIGNING_ALGS.map((alg) => newPrivateJwk(alg)));
-  await db.transaction(async (trx) => {
+  return db.transaction(async (trx) => {
+    const activatesAt = trx.raw('now() + make_interval(secs => ?)', [timing.activateAfterSeconds]);
     await trx('signing_keys')
       .whereNull('retire_at')
-      .update({ retire_at: trx.raw(`now() + make_interval(secs => ?)`, [retireAfterSeconds]) });
-    await trx('signing_keys').insert(fresh.map((jwk) => rowFor(kek, jwk)));
+      .update({ retire_at: trx.raw('now() + make_interval(secs => ?)', [timing.activateAfterSeconds + timing.maxSignedLifetimeSeconds]) });
+    const inserted: SigningKeyRow[] = await trx('signing_keys')
+      .insert(fresh.map((jwk) => ({ ...rowFor(kek, jwk), activates_at: activatesAt })))
+      .returning('*');
+    return inserted.map(toInfo);
   });
-  return fresh.map((j) => j.kid!);
+}
+
+function toInfo(r: SigningKeyRow): SigningKeyInfo {
+  return { kid: r.kid, alg: r.alg, createdAt: r.created_at, activatesAt: r.activates_at, retireAt: r.retire_at };
+}
+
+export interface LoadedKeys {
+  /** Private JWKs for the provider, the signing key of each algorithm first. */
+  jwks: JWK[];
+  /** Changes whenever the published set or the signing choice changes. */
+  fingerprint: string;
 }
 
 /**
- * Private JWKs for the provider, current keys first (the provider signs with the first key that
- * fits the algorithm), then keys that are retiring but still published for verification.
+ * Loads the published keys, the current key of each algorithm (the newest activated one) first:
+ * oidc-provider signs with the first key that fits an algorithm (its selection is a stable sort),
+ * so keys that are not yet active, or are retiring, are there for verification only. The
+ * rotation test checks that the signing key really changes when the new one activates.
  */
-export async function loadSigningJwks(db: Knex, kek: Buffer): Promise<JWK[]> {
-  const rows: SigningKeyRow[] = await db('signing_keys')
+export async function loadSigningKeys(db: Knex, kek: Buffer): Promise<LoadedKeys> {
+  const rows: Array<SigningKeyRow & { active: boolean }> = await db('signing_keys')
+    .select('*', db.raw('activates_at <= now() as active'))
     .where((q) => q.whereNull('retire_at').orWhere('retire_at', '>', db.fn.now()))
-    .orderByRaw('retire_at is not null, created_at desc');
-  return rows.map((r) => JSON.parse(open(kek, r.private_jwk_encrypted, aad(r.kid))) as JWK);
+    .orderBy('activates_at', 'desc')
+    .orderBy('kid');
+  const current = SIGNING_ALGS.map((alg) => rows.find((r) => r.alg === alg && r.active)).filter((r) => r !== undefined);
+  const ordered = [...current, ...rows.filter((r) => !current.includes(r))];
+  const jwks = ordered.map((r) => JSON.parse(open(kek, r.private_jwk_encrypted, aad(r.kid))) as JWK);
+  const fingerprint = createHash('sha256').update(ordered.map((r) => r.kid).join(',')).digest('base64url');
+  return { jwks, fingerprint };
 }
 
-export async function listSigningKeys(db: Knex): Promise<PublishedKey[]> {
+export async function listSigningKeys(db: Knex): Promise<SigningKeyInfo[]> {
   const rows: SigningKeyRow[] = await db('signing_keys').orderBy('created_at', 'desc');
-  return rows.map((r) => ({ kid: r.kid, alg: r.alg, createdAt: r.created_at, retireAt: r.retire_at }));
+  return rows.map(toInfo);
 }
 
 /** Deletes keys whose retirement time has passed: nothing they signed is still valid. */

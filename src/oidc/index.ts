@@ -1,3 +1,4 @@
-export { buildProvider, signedTokenMaxLifetime, COOKIE_NAMES, type ProviderDeps } from './provider.ts';
+export { buildProvider, signedTokenMaxLifetime, rotationTiming, COOKIE_NAMES, type ProviderDeps } from './provider.ts';
 export { createKnexAdapter, deleteExpiredPayloads } from './adapter.ts';
 export { interactionRoutes } from './interactions.ts';
+export { createProviderHost, type ProviderHost } from './provider-host.ts';

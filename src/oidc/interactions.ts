@@ -5,7 +5,8 @@
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
-import Provider, { errors } from 'oidc-provider';
+import { errors, type Provider } from 'oidc-provider';
+import type { ProviderHost } from './provider-host.ts';
 import type { Logger } from 'pino';
 import type { AccountRepository } from '../accounts/index.ts';
 import { HttpError, badRequest } from '../http/errors.ts';
@@ -13,7 +14,7 @@ import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
 
 interface InteractionDeps {
-  provider: Provider;
+  providers: ProviderHost;
   accounts: AccountRepository;
   views: Views;
   log: Logger;
@@ -39,7 +40,7 @@ const SCOPE_DESCRIPTIONS: Record<string, string> = {
 };
 
 export function interactionRoutes(deps: InteractionDeps): Router {
-  const { provider, accounts, views } = deps;
+  const { providers, accounts, views } = deps;
   const router = new Router({ prefix: '/interaction/:uid' });
   const secure = deps.issuer.startsWith('https://');
   const origin = new URL(deps.issuer).origin;
@@ -47,7 +48,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   async function details(ctx: Context): Promise<Details> {
     try {
-      const d = await provider.interactionDetails(ctx.req, ctx.res);
+      const d = await providers.current.interactionDetails(ctx.req, ctx.res);
       if (d.uid !== ctx.params.uid) throw expired();
       return d;
     } catch (err) {
@@ -57,7 +58,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   }
 
   async function clientName(d: Details): Promise<string> {
-    const client = await provider.Client.find(String(d.params.client_id));
+    const client = await providers.current.Client.find(String(d.params.client_id));
     return client?.clientName ?? String(d.params.client_id);
   }
 
@@ -101,7 +102,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       return showLogin(ctx, d, { username, error: 'The username or password is incorrect.' }, 401);
     }
     deps.log.info({ event: 'login.success', sub: account.id, uid: d.uid }, 'login succeeded');
-    await provider.interactionFinished(
+    await providers.current.interactionFinished(
       ctx.req,
       ctx.res,
       { login: { accountId: account.id, amr: ['pwd'], acr: 'urn:custos:acr:pwd', remember: true } },
@@ -118,9 +119,10 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       missingOIDCClaims?: string[];
       missingResourceScopes?: Record<string, string[]>;
     };
+    const { Grant } = providers.current;
     const grant = d.grantId
-      ? await provider.Grant.find(d.grantId)
-      : new provider.Grant({ accountId: d.session.accountId, clientId: String(d.params.client_id) });
+      ? await Grant.find(d.grantId)
+      : new Grant({ accountId: d.session.accountId, clientId: String(d.params.client_id) });
     if (!grant) throw expired();
     if (prompt.missingOIDCScope) grant.addOIDCScope(prompt.missingOIDCScope.join(' '));
     if (prompt.missingOIDCClaims) grant.addOIDCClaims(prompt.missingOIDCClaims);
@@ -129,13 +131,13 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     }
     const grantId = await grant.save();
     deps.log.info({ event: 'consent.granted', sub: d.session.accountId, client: d.params.client_id }, 'consent granted');
-    await provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    await providers.current.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
     ctx.respond = false;
   });
 
   router.post('/abort', csrfToken({ secure }), ...forms, async (ctx) => {
     await details(ctx);
-    await provider.interactionFinished(
+    await providers.current.interactionFinished(
       ctx.req,
       ctx.res,
       { error: 'access_denied', error_description: 'the user denied the request' },

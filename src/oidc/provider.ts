@@ -18,7 +18,6 @@ export interface ProviderDeps {
   db: Knex;
   accounts: AccountRepository;
   clients: ClientRegistry;
-  signingKeys: JWK[];
   views: Views;
   log: Logger;
 }
@@ -31,7 +30,15 @@ export function signedTokenMaxLifetime(config: Config): number {
   return Math.max(config.ttl.idToken, config.ttl.accessToken) + CLOCK_TOLERANCE;
 }
 
-export function buildProvider(deps: ProviderDeps): Provider {
+/** How long instances take to notice new signing keys, at most (see `signingKeyRefresh`). */
+export function rotationTiming(config: Config) {
+  return {
+    activateAfterSeconds: 2 * config.signingKeyRefreshInterval + 5,
+    maxSignedLifetimeSeconds: signedTokenMaxLifetime(config),
+  };
+}
+
+export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider {
   const { config, accounts, clients, views } = deps;
   const secure = config.issuer.startsWith('https://');
   const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, secure, signed: true };
@@ -39,7 +46,7 @@ export function buildProvider(deps: ProviderDeps): Provider {
   const configuration: Configuration = {
     adapter: createKnexAdapter(deps.db, clients),
     clients: [],
-    jwks: { keys: deps.signingKeys as Configuration['jwks'] extends { keys: infer K } ? K : never },
+    jwks: { keys: structuredClone(signingKeys) as NonNullable<Configuration['jwks']>['keys'] },
     cookies: {
       names: COOKIE_NAMES,
       keys: [...config.secrets.cookieKeys],

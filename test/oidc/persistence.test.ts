@@ -55,29 +55,46 @@ describe('restarting on the same database', () => {
 describe('signing key rotation', () => {
   let server: TestServer;
   before(async () => {
-    server = await startTestServer();
+    server = await startTestServer({ env: { SIGNING_KEY_REFRESH_INTERVAL: '1' } });
   });
   after(() => server.close());
 
-  it('signs with the new keys after rotation and keeps the old ones published until their tokens expire', async () => {
+  /** Polls until `check` passes; fails with the last assertion after `limit` attempts. */
+  async function eventually(check: () => Promise<void>, limit = 100): Promise<void> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await check();
+      } catch (err) {
+        if (attempt >= limit) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  it('publishes new keys at once, signs with them shortly after without a restart, and retires the old ones', async () => {
     const alice = await server.createAccount({ username: 'alice' });
     const client = await server.createClient({ client_name: 'Rotating App', redirect_uris: [REDIRECT_URI], scope: 'openid' });
-    let config = await discover(server.issuer, client.clientId, client.clientSecret);
+    const config = await discover(server.issuer, client.clientId, client.clientSecret);
     const before = await codeFlow(config, server.issuer, alice);
     const oldKid = kidOf(before.tokens.id_token!);
     const kidsBefore = await publishedKids(server.issuer);
 
-    const created = await rotateSigningKeys(server.running.services.db, server.config.secrets.keyEncryptionKey, signedTokenMaxLifetime(server.config));
-    assert.equal(created.length, 2);
-    await server.restart();
+    const created = await rotateSigningKeys(server.running.services.db, server.config.secrets.keyEncryptionKey, {
+      activateAfterSeconds: 2,
+      maxSignedLifetimeSeconds: signedTokenMaxLifetime(server.config),
+    });
+    const newKids = created.map((k) => k.kid);
+    assert.equal(newKids.length, 2);
 
-    const kidsAfter = await publishedKids(server.issuer);
-    assert.deepEqual(kidsAfter, [...kidsBefore, ...created].sort(), 'old and new keys both published');
-    config = await discover(server.issuer, client.clientId, client.clientSecret);
-    const after = await codeFlow(config, server.issuer, alice);
-    const newKid = kidOf(after.tokens.id_token!);
-    assert.notEqual(newKid, oldKid);
-    assert.ok(created.includes(newKid!));
+    // Published by the running server without a restart...
+    await eventually(async () => assert.deepEqual(await publishedKids(server.issuer), [...kidsBefore, ...newKids].sort()));
+    // ...and used for signing once activated.
+    let after: Awaited<ReturnType<typeof codeFlow>> | undefined;
+    await eventually(async () => {
+      after = await codeFlow(config, server.issuer, alice);
+      assert.ok(newKids.includes(kidOf(after.tokens.id_token!)!), 'signed with a new key');
+    });
+    assert.notEqual(kidOf(after!.tokens.id_token!), oldKid);
 
     // The ID token signed before the rotation still verifies against the published JWKS.
     const jwks = jose.createRemoteJWKSet(new URL('/jwks', server.issuer));
@@ -87,7 +104,6 @@ describe('signing key rotation', () => {
     // Once the retirement time has passed the old keys are no longer published.
     const { db } = server.running.services;
     await db('signing_keys').whereNotNull('retire_at').update({ retire_at: db.raw(`now() - interval '1 second'`) });
-    await server.restart();
-    assert.deepEqual(await publishedKids(server.issuer), [...created].sort());
+    await eventually(async () => assert.deepEqual(await publishedKids(server.issuer), [...newKids].sort()));
   });
 });
