@@ -35,6 +35,7 @@ const envSchema = z.object({
   ARGON2_TIME_COST: z.coerce.number().int().min(1).max(10).default(2),
   ARGON2_MAX_CONCURRENT: z.coerce.number().int().min(1).max(64).default(4),
   TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  FHIR_BASE_URLS: z.string().optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -60,6 +61,8 @@ export interface Config {
   readonly signingKeyRefreshInterval: number;
   readonly argon2: { readonly memoryKiB: number; readonly timeCost: number; readonly maxConcurrent: number };
   readonly trustProxy: boolean;
+  /** The protected FHIR servers' base URLs (no trailing slash); the first is the default audience. */
+  readonly fhirBaseUrls: readonly string[];
   readonly logLevel: string;
 }
 
@@ -126,6 +129,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       maxConcurrent: e.ARGON2_MAX_CONCURRENT,
     }),
     trustProxy: e.TRUST_PROXY === 'true',
+    fhirBaseUrls: Object.freeze(parseFhirBaseUrls(e.FHIR_BASE_URLS, production)),
     logLevel: e.LOG_LEVEL,
+  });
+}
+
+function parseFhirBaseUrls(raw: string | undefined, production: boolean): string[] {
+  const urls = (raw ?? '').split(',').map((u) => u.trim()).filter(Boolean);
+  return urls.map((u) => {
+    let url: URL;
+    try {
+      url = new URL(u);
+    } catch {
+      throw new ConfigError(`FHIR_BASE_URLS: "${u}" is not an absolute URL`);
+    }
+    if (url.protocol !== 'https:' && (production || url.protocol !== 'http:')) {
+      throw new ConfigError(`FHIR_BASE_URLS: "${u}" must use https${production ? '' : ' (http is allowed outside production)'}`);
+    }
+    if (url.search || url.hash) throw new ConfigError(`FHIR_BASE_URLS: "${u}" must not have a query or fragment`);
+    return url.toString().replace(/\/+$/, '');
   });
 }

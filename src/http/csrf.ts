@@ -5,7 +5,9 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Context, Next } from 'koa';
-import { forbidden } from './errors.ts';
+import { HttpError } from './errors.ts';
+
+const refused = (why: string) => new HttpError(403, 'invalid_request', why);
 
 const COOKIE = 'custos_csrf';
 export const CSRF_FIELD = '_csrf';
@@ -29,16 +31,23 @@ export function csrfToken(opts: { secure: boolean }) {
   };
 }
 
-/** Refuses a form post whose token does not match the cookie or whose Origin is foreign. */
+/**
+ * Refuses a form post whose token does not match the cookie, or that the browser says came from
+ * another site. Under `Referrer-Policy: no-referrer` browsers send `Origin: null` even for our own
+ * forms, so `null` proves nothing either way; Fetch Metadata (`Sec-Fetch-Site`) does.
+ */
 export function verifyCsrf(expectedOrigin: string) {
   return async function checkCsrf(ctx: Context, next: Next) {
     const origin = ctx.get('Origin');
-    if (origin && origin !== expectedOrigin) throw forbidden('this form was submitted from another site');
+    const site = ctx.get('Sec-Fetch-Site');
+    if ((origin && origin !== 'null' && origin !== expectedOrigin) || site === 'cross-site' || site === 'same-site') {
+      throw refused('This form was submitted from another site, so it was not accepted.');
+    }
     const cookie = ctx.cookies.get(COOKIE, { signed: true });
     const body = ctx.request.body as Record<string, unknown> | undefined;
     const field = body?.[CSRF_FIELD];
     if (!cookie || typeof field !== 'string' || !sameToken(cookie, field)) {
-      throw forbidden('the form has expired or was not submitted from this site; go back, reload the page and try again');
+      throw refused('This form has expired or was not submitted from this site. Go back, reload the page and try again.');
     }
     await next();
   };

@@ -14,5 +14,10 @@ export function staticAssets(): Router {
     ctx.set('Cache-Control', 'public, max-age=3600');
     ctx.body = css;
   });
+  // Browsers ask for it on every page; answer without an error (and without a body).
+  router.get('/favicon.ico', (ctx) => {
+    ctx.set('Cache-Control', 'public, max-age=86400');
+    ctx.status = 204;
+  });
   return router;
 }

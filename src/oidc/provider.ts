@@ -12,6 +12,8 @@ import { fhirUserReference } from '../accounts/index.ts';
 import type { ClientRegistry } from '../clients/index.ts';
 import type { Views } from '../http/views.ts';
 import { createKnexAdapter } from './adapter.ts';
+import { smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
+import { createFhirServers, STATIC_SCOPES } from '../smart/index.ts';
 
 export interface ProviderDeps {
   config: Config;
@@ -40,6 +42,7 @@ export function rotationTiming(config: Config) {
 
 export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider {
   const { config, accounts, clients, views } = deps;
+  const fhirServers = createFhirServers(config.fhirBaseUrls);
   const secure = config.issuer.startsWith('https://');
   const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, secure, signed: true };
 
@@ -59,7 +62,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       email: ['email'],
       fhirUser: ['fhirUser'],
     },
-    scopes: ['openid', 'offline_access', 'profile', 'email', 'fhirUser'],
+    scopes: [...STATIC_SCOPES],
     async findAccount(_ctx, sub) {
       const account = await accounts.findById(sub);
       if (!account || account.disabled) return undefined;
@@ -72,7 +75,8 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
             name: account.displayName ?? undefined,
             preferred_username: account.username,
             email: account.email ?? undefined,
-            fhirUser: fhirUser ? `${config.issuer}/fhir/${fhirUser}` : undefined,
+            // SMART: fhirUser is an absolute URL of the user's resource on the FHIR server.
+            fhirUser: fhirUser && fhirServers.primary ? `${fhirServers.primary}/${fhirUser}` : undefined,
           };
         },
       };
@@ -109,13 +113,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       },
       userinfo: { enabled: true },
       pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
-      resourceIndicators: {
-        enabled: true,
-        // No resource servers are registered yet: access tokens are for userinfo (opaque).
-        async getResourceServerInfo() {
-          throw new errors.InvalidTarget('unknown resource server');
-        },
-      },
+      resourceIndicators: smartResourceIndicators(config, fhirServers),
     },
     // CORS on the provider's endpoints only for browser apps (public clients) from the origin of
     // one of their redirect URIs; confidential clients are servers and never need it.
@@ -123,6 +121,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       if (origin === 'null' || client.clientAuthMethod !== 'none') return false;
       return client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) ?? false;
     },
+    extraParams: smartExtraParams(fhirServers),
     responseTypes: ['code'],
     pkce: { required: () => true },
     // Every refresh rotates; presenting a rotated one again revokes the whole grant (RFC 9700 4.14.2).

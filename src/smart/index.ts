@@ -13,3 +13,4 @@ export {
   type ScopeContext,
 } from './scope-grammar.ts';
 export { negotiate, splitScopes, STATIC_SCOPES, type Negotiation, type NegotiationInput } from './scope-negotiation.ts';
+export { createFhirServers, type FhirServers } from './fhir-servers.ts';

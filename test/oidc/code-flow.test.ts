@@ -113,7 +113,7 @@ describe('authorization code flow with PKCE through the login and consent pages'
     assert.match(url.searchParams.get('request_uri') ?? '', /^urn:ietf:params:oauth:request_uri:/);
     const { authorize: drive, UserAgent } = await import('../helpers/browserless.ts');
     const res = await drive(new UserAgent(), url.toString(), server.issuer, alice);
-    assert.ok(res.location?.startsWith(REDIRECT_URI));
+    assert.ok(res.location?.startsWith(REDIRECT_URI), `${res.status} ${res.body}`);
     const tokens = await oidc.authorizationCodeGrant(config, new URL(res.location!), { pkceCodeVerifier: verifier });
     assert.equal(tokens.claims()?.sub, alice.id);
   });

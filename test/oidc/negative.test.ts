@@ -233,9 +233,24 @@ describe('our pages and routes refuse bad input cleanly', () => {
       headers: { origin: 'https://attacker.example' },
     });
     assert.equal(foreign.status, 403);
+    const crossSite = await agent.request(action, {
+      form: { _csrf: csrf, username: alice.username, password: alice.password },
+      headers: { 'sec-fetch-site': 'cross-site' },
+    });
+    assert.equal(crossSite.status, 403);
+    assert.match(crossSite.body, /submitted from another site/);
     // Nobody was signed in: the page still asks for a login.
     const again = await agent.request(action.replace(/\/login$/, ''));
     assert.match(again.body, /Sign in/);
+  });
+
+  it('accepts our own form posted with Origin: null (what browsers send under no-referrer)', async () => {
+    const { agent, action, csrf } = await loginPage();
+    const res = await agent.request(action, {
+      form: { _csrf: csrf, username: alice.username, password: alice.password },
+      headers: { origin: 'null', 'sec-fetch-site': 'same-origin' },
+    });
+    assert.equal(res.status, 303);
   });
 
   it('refuses an oversized login form with 413', async () => {
