@@ -76,8 +76,14 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer): ClientRegi
       if (!CLIENT_ID.test(clientId)) return undefined;
       const row: ClientRow | undefined = await db('clients').where({ client_id: clientId, status: 'approved' }).first();
       if (!row) return undefined;
+      // The provider only knows its static scopes; the whole ceiling, SMART resource scopes
+      // included, travels as our own metadata field and is applied by scope negotiation.
+      const ceiling = (row.metadata.scope ?? '').split(' ').filter(Boolean);
+      const statics = ceiling.filter((s) => !/^(patient|user|system)\//.test(s));
       return {
         ...row.metadata,
+        scope: statics.join(' ') || undefined,
+        scope_ceiling: row.metadata.scope,
         client_id: row.client_id,
         ...(row.secret_hash ? { client_secret: row.secret_hash } : {}),
         application_type: 'web',

@@ -122,6 +122,8 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       return client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) ?? false;
     },
     extraParams: smartExtraParams(fhirServers),
+    // The client's full scope ceiling, SMART resource scopes included (see the client registry).
+    extraClientMetadata: { properties: ['scope_ceiling'] },
     responseTypes: ['code'],
     pkce: { required: () => true },
     // Every refresh rotates; presenting a rotated one again revokes the whole grant (RFC 9700 4.14.2).

@@ -70,7 +70,11 @@ function restoreOfflineAccess(ctx: KoaContextWithOIDC): void {
  */
 function applyNegotiatedScopes(ctx: KoaContextWithOIDC): void {
   const servers = Object.values(ctx.oidc.resourceServers ?? {});
-  const statics = splitScopes(stringParam(ctx, 'scope')).filter((s) => !isResourceScope(s));
+  // oidc-provider already refused statics outside a ceiling that has some; a ceiling with resource
+  // scopes only reaches it as no ceiling at all, so apply ours here too.
+  const ceiling = ctx.oidc.client?.metadata().scope_ceiling as string | undefined;
+  const allowed = ceiling === undefined ? undefined : new Set(splitScopes(ceiling));
+  const statics = splitScopes(stringParam(ctx, 'scope')).filter((s) => !isResourceScope(s) && (!allowed || allowed.has(s)));
   const negotiated = servers.flatMap((server) => [...server.scopes]);
   paramsOf(ctx).scope = [...statics, ...negotiated].join(' ') || undefined;
 }
@@ -120,7 +124,7 @@ export function smartResourceIndicators(config: Config, fhirServers: FhirServers
     async getResourceServerInfo(ctx, resourceIndicator, client) {
       const audience = fhirServers.find(resourceIndicator);
       if (!audience) throw new errors.InvalidTarget('unknown resource server');
-      const ceiling = splitScopes(client.scope);
+      const ceiling = splitScopes(client.metadata().scope_ceiling as string | undefined);
       const common = { audience, accessTokenFormat: 'opaque' as const };
       const { route } = ctx.oidc;
 

@@ -1,0 +1,86 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { codeFlow, discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
+import { UserAgent, authorize } from '../helpers/browserless.ts';
+
+const FHIR = 'https://fhir.example.org/r4';
+const OTHER_FHIR = 'https://other-fhir.example.org/fhir';
+
+describe('SMART resource scopes and the FHIR audience', () => {
+  let server: TestServer;
+  let alice: { id: string; username: string; password: string };
+  let config: oidc.Configuration;
+
+  before(async () => {
+    server = await startTestServer({ env: { FHIR_BASE_URLS: `${FHIR},${OTHER_FHIR}` } });
+    alice = await server.createAccount({ username: 'alice', role: 'patient', fhirId: 'pat-123' });
+    const client = await server.createClient({
+      client_name: 'SMART App',
+      redirect_uris: [REDIRECT_URI],
+      grant_types: ['authorization_code', 'refresh_token'],
+      scope: 'openid fhirUser offline_access patient/*.rs user/Observation.rs',
+    });
+    config = await discover(server.issuer, client.clientId, client.clientSecret);
+  });
+  after(() => server.close());
+
+  it('issues a token for the FHIR server named by aud, with v1 and v2 scopes as asked', async () => {
+    const { tokens } = await codeFlow(config, server.issuer, alice, {
+      scope: 'openid fhirUser patient/Observation.read patient/Condition.rs',
+      aud: FHIR,
+    });
+    const info = await oidc.tokenIntrospection(config, tokens.access_token);
+    assert.equal(info.active, true);
+    assert.equal(info.aud, FHIR);
+    assert.deepEqual(String(info.scope).split(' ').sort(), ['patient/Condition.rs', 'patient/Observation.read']);
+    assert.equal(tokens.claims()?.fhirUser, `${FHIR}/Patient/pat-123`);
+  });
+
+  it('accepts resource (RFC 8707) as a synonym of aud, with a trailing slash ignored', async () => {
+    const { tokens } = await codeFlow(config, server.issuer, alice, { scope: 'openid patient/Observation.rs', resource: `${OTHER_FHIR}` });
+    assert.equal((await oidc.tokenIntrospection(config, tokens.access_token)).aud, OTHER_FHIR);
+    const again = await codeFlow(config, server.issuer, alice, { scope: 'openid patient/Observation.rs', aud: `${FHIR}/` });
+    assert.equal((await oidc.tokenIntrospection(config, again.tokens.access_token)).aud, FHIR);
+  });
+
+  it('narrows scopes to the ceiling: wider requests are cut down, outside ones dropped', async () => {
+    const { tokens } = await codeFlow(config, server.issuer, alice, {
+      scope: 'openid patient/Observation.cruds user/Patient.rs',
+      aud: FHIR,
+    });
+    const info = await oidc.tokenIntrospection(config, tokens.access_token);
+    assert.equal(info.scope, 'patient/Observation.rs');
+  });
+
+  it('keeps offline_access without prompt=consent and issues a refresh token', async () => {
+    const { tokens } = await codeFlow(config, server.issuer, alice, { scope: 'openid offline_access patient/Observation.rs', aud: FHIR });
+    assert.ok(tokens.refresh_token, 'offline_access survived');
+    const refreshed = await oidc.refreshTokenGrant(config, tokens.refresh_token!);
+    const info = await oidc.tokenIntrospection(config, refreshed.access_token);
+    assert.equal(info.aud, FHIR, 'the refreshed token is for the same FHIR server');
+    assert.equal(info.scope, 'patient/Observation.rs');
+  });
+
+  for (const [name, params] of [
+    ['an unregistered aud', { aud: 'https://evil.example/fhir' }],
+    ['a missing aud with resource scopes', {}],
+    ['aud and resource naming different servers', { aud: FHIR, resource: OTHER_FHIR }],
+  ] as const) {
+    it(`shows an error page for ${name} and never redirects to the app`, async () => {
+      const { url } = await startCodeFlow(config, { scope: 'openid patient/Observation.rs', ...params });
+      const res = await new UserAgent().request(url.toString(), { headers: { accept: 'text/html' } });
+      assert.equal(res.status, 400);
+      assert.equal(res.location, undefined);
+      assert.match(res.body, /aud|resource/);
+    });
+  }
+
+  it('answers a malformed scope with invalid_scope naming it', async () => {
+    const { url } = await startCodeFlow(config, { scope: 'openid patient/Observation.sr', aud: FHIR });
+    const res = await authorize(new UserAgent(), url.toString(), server.issuer, alice);
+    const back = new URL(res.location!);
+    assert.equal(back.searchParams.get('error'), 'invalid_scope');
+    assert.match(back.searchParams.get('error_description') ?? '', /patient\/Observation\.sr/);
+  });
+});
