@@ -10,7 +10,8 @@ import { openDatabase, closeDatabase, migrateLatest, databaseReachable, Database
 import { createAccountRepository, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
 import { createClientRegistry, type ClientRegistry } from './clients/index.ts';
 import { deriveKey, ensureSigningKeys, loadSigningKeys, purgeRetiredSigningKeys } from './keys/index.ts';
-import { buildProvider, createProviderHost, deleteExpiredPayloads, interactionRoutes } from './oidc/index.ts';
+import { buildProvider, createProviderHost, deleteExpiredPayloads, interactionRoutes, smartLaunch, smartRoutes } from './oidc/index.ts';
+import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
 import { createApp } from './http/app.ts';
 import { createViews } from './http/views.ts';
 import { healthRoutes } from './http/health.ts';
@@ -23,6 +24,7 @@ export interface Services {
   db: Db;
   accounts: AccountRepository;
   clients: ClientRegistry;
+  launches: LaunchRepository;
   log: Logger;
 }
 
@@ -36,7 +38,7 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   }
   const accounts = createAccountRepository(db, createPasswordHasher(config.argon2));
   const clients = createClientRegistry(db, deriveKey(config.secrets.keyEncryptionKey, 'client-secret-hmac'));
-  return { config, db, accounts, clients, log };
+  return { config, db, accounts, clients, launches: createLaunchRepository(db), log };
 }
 
 export interface RunningServer {
@@ -50,14 +52,15 @@ const CLEANUP_INTERVAL_MS = 10 * 60 * 1000;
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const services = await openServices(config, log);
-  const { db, accounts, clients } = services;
+  const { db, accounts, clients, launches } = services;
   try {
     const kek = config.secrets.keyEncryptionKey;
     const created = await ensureSigningKeys(db, kek);
     if (created.length > 0) log.info({ kids: created }, 'generated signing keys');
     const views = createViews({ cache: config.env === 'production' });
+    const launch = smartLaunch({ launches, accounts, defaultStyleUrl: `${config.issuer}/smart/style.json`, grantTtl: config.ttl.grant });
     const providers = createProviderHost(
-      (jwks) => buildProvider({ config, db, accounts, clients, views, log }, jwks),
+      (jwks) => buildProvider({ config, db, accounts, clients, launch, views, log }, jwks),
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
@@ -70,7 +73,15 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       routers: [
         healthRoutes(() => databaseReachable(db)),
         staticAssets(),
-        interactionRoutes({ providers, accounts, views, log, issuer: config.issuer }),
+        interactionRoutes({ providers, accounts, launch, views, log, issuer: config.issuer }),
+        smartRoutes({
+          issuer: config.issuer,
+          fhirBaseUrls: config.fhirBaseUrls,
+          authorizePost: config.issuer.startsWith('https://'),
+          providers,
+          clients,
+          launches,
+        }),
       ],
     });
 
@@ -84,9 +95,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     const { port } = server.address() as AddressInfo;
 
     const cleanup = setInterval(() => {
-      Promise.all([deleteExpiredPayloads(db), purgeRetiredSigningKeys(db)])
-        .then(([payloads, keys]) => {
-          if (payloads || keys) log.debug({ payloads, keys }, 'removed expired rows');
+      Promise.all([deleteExpiredPayloads(db), purgeRetiredSigningKeys(db), launches.deleteExpired()])
+        .then(([payloads, keys, contexts]) => {
+          if (payloads || keys || contexts) log.debug({ payloads, keys, contexts }, 'removed expired rows');
         })
         .catch((err: unknown) => log.warn({ err }, 'background cleanup failed'));
     }, CLEANUP_INTERVAL_MS);

@@ -47,6 +47,10 @@ export interface AccountRepository {
   verifyCredentials(username: string, password: string): Promise<Account | undefined>;
   list(opts: { limit: number; after?: string }): Promise<Account[]>;
   countByRole(role: Role): Promise<number>;
+  /** Enabled patient accounts whose username or name contains `query`, at most `limit`. */
+  searchPatients(query: string, limit: number): Promise<Account[]>;
+  /** The enabled patient account linked to a FHIR Patient id. */
+  findPatientByFhirId(fhirPatientId: string): Promise<Account | undefined>;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -90,6 +94,22 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
       const q = db('accounts').select(PUBLIC_COLUMNS).orderBy('username').limit(limit);
       if (after) q.where('username', '>', after);
       return (await q).map(toAccount);
+    },
+    async searchPatients(query, limit) {
+      const pattern = `%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      const rows = await db('accounts')
+        .select(PUBLIC_COLUMNS)
+        .where({ role: 'patient' })
+        .whereNull('disabled_at')
+        .andWhere((q) => q.whereILike('username', pattern).orWhereILike('display_name', pattern).orWhere('fhir_patient_id', query))
+        .orderBy('display_name')
+        .orderBy('username')
+        .limit(limit);
+      return rows.map(toAccount);
+    },
+    async findPatientByFhirId(fhirPatientId) {
+      const row = await db('accounts').select(PUBLIC_COLUMNS).where({ role: 'patient', fhir_patient_id: fhirPatientId }).whereNull('disabled_at').first();
+      return row ? toAccount(row) : undefined;
     },
     async countByRole(role) {
       const rows = await db('accounts').where({ role }).count<{ count: string }[]>({ count: '*' });

@@ -28,6 +28,7 @@ const envSchema = z.object({
   AUTHORIZATION_CODE_TTL: seconds(10, 600, 60),
   ID_TOKEN_TTL: seconds(60, 3600, 3600),
   REFRESH_TOKEN_TTL: seconds(3600, 365 * 86400, 90 * 86400),
+  GRANT_TTL: seconds(3600, 5 * 365 * 86400, 365 * 86400),
   SESSION_TTL: seconds(300, 30 * 86400, 8 * 3600),
   INTERACTION_TTL: seconds(60, 3600, 1800),
   SIGNING_KEY_REFRESH_INTERVAL: seconds(1, 3600, 60),
@@ -54,6 +55,7 @@ export interface Config {
     readonly authorizationCode: number;
     readonly idToken: number;
     readonly refreshToken: number;
+    readonly grant: number;
     readonly session: number;
     readonly interaction: number;
   };
@@ -119,6 +121,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       authorizationCode: e.AUTHORIZATION_CODE_TTL,
       idToken: e.ID_TOKEN_TTL,
       refreshToken: e.REFRESH_TOKEN_TTL,
+      grant: Math.max(e.GRANT_TTL, e.REFRESH_TOKEN_TTL),
       session: e.SESSION_TTL,
       interaction: e.INTERACTION_TTL,
     }),

@@ -12,10 +12,13 @@ import type { AccountRepository } from '../accounts/index.ts';
 import { HttpError, badRequest } from '../http/errors.ts';
 import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
+import { describeScope } from '../smart/index.ts';
+import type { SmartLaunch } from './smart-launch.ts';
 
 interface InteractionDeps {
   providers: ProviderHost;
   accounts: AccountRepository;
+  launch: SmartLaunch;
   views: Views;
   log: Logger;
   issuer: string;
@@ -29,15 +32,6 @@ const expired = () =>
     'invalid_request',
     'This sign-in request has expired or was opened in another browser. Go back to the app and start again.',
   );
-
-/** Human descriptions of the identity scopes; resource scopes are described by the SMART issue. */
-const SCOPE_DESCRIPTIONS: Record<string, string> = {
-  openid: 'Confirm your identity',
-  profile: 'See your name and username',
-  email: 'See your email address',
-  fhirUser: 'Know which patient or practitioner record is yours',
-  offline_access: 'Keep access while you are away, until you revoke it',
-};
 
 export function interactionRoutes(deps: InteractionDeps): Router {
   const { providers, accounts, views } = deps;
@@ -78,14 +72,37 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const scopes = [
       ...(prompt.missingOIDCScope ?? []),
       ...Object.values(prompt.missingResourceScopes ?? {}).flat(),
-    ].map((scope) => ({ scope, description: SCOPE_DESCRIPTIONS[scope] ?? scope }));
-    page(ctx, 'consent', { title: 'Allow access?', client: await clientName(d), scopes });
+    ].map((scope) => ({ scope, description: describeScope(scope) }));
+    const account = d.session?.accountId ? await accounts.findById(d.session.accountId) : undefined;
+    page(ctx, 'consent', { title: 'Allow access?', client: await clientName(d), scopes, account: account?.displayName ?? account?.username });
+  }
+
+  const PICKER_LIMIT = 20;
+
+  async function showPicker(ctx: Context, d: Details, extra: Record<string, unknown> = {}, status = 200) {
+    const query = typeof ctx.query.q === 'string' ? ctx.query.q.trim().slice(0, 100) : '';
+    const patients = query ? await accounts.searchPatients(query, PICKER_LIMIT) : [];
+    page(
+      ctx,
+      'patient-picker',
+      {
+        title: 'Choose a patient',
+        client: await clientName(d),
+        query,
+        patients: patients.map((p) => ({ id: p.fhirPatientId, name: p.displayName ?? p.username })),
+        limit: PICKER_LIMIT,
+        askEncounter: Boolean((d.prompt.details as { encounter?: boolean }).encounter),
+        ...extra,
+      },
+      status,
+    );
   }
 
   router.get('/', csrfToken({ secure }), async (ctx) => {
     const d = await details(ctx);
     if (d.prompt.name === 'login') return showLogin(ctx, d);
     if (d.prompt.name === 'consent') return showConsent(ctx, d);
+    if (d.prompt.name === 'launch') return showPicker(ctx, d);
     throw badRequest(`unsupported interaction "${d.prompt.name}"`);
   });
 
@@ -111,6 +128,27 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     ctx.respond = false;
   });
 
+  router.post('/patient', csrfToken({ secure }), ...forms, async (ctx) => {
+    const d = await details(ctx);
+    if (d.prompt.name !== 'launch') throw badRequest('there is no patient to choose for this request');
+    const body = ctx.request.body as Record<string, unknown>;
+    const patientId = typeof body.patient === 'string' ? body.patient : '';
+    const patient = patientId ? await accounts.findPatientByFhirId(patientId) : undefined;
+    if (!patient) return showPicker(ctx, d, { error: 'Choose one of the patients listed.' }, 400);
+    const encounter = typeof body.encounter === 'string' ? body.encounter.trim() : '';
+    if (encounter && !/^[A-Za-z0-9\-.]{1,64}$/.test(encounter)) {
+      return showPicker(ctx, d, { error: 'An encounter id has 1-64 letters, digits, "-" or ".".' }, 400);
+    }
+    deps.log.info({ event: 'launch.patient_selected', client: d.params.client_id }, 'patient chosen for launch');
+    await providers.current.interactionFinished(
+      ctx.req,
+      ctx.res,
+      { launch: { patient: patientId, ...(encounter ? { encounter } : {}) } },
+      { mergeWithLastSubmission: true },
+    );
+    ctx.respond = false;
+  });
+
   router.post('/confirm', csrfToken({ secure }), ...forms, async (ctx) => {
     const d = await details(ctx);
     if (d.prompt.name !== 'consent' || !d.session?.accountId) throw badRequest('there is nothing to approve for this request');
@@ -120,10 +158,20 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       missingResourceScopes?: Record<string, string[]>;
     };
     const { Grant } = providers.current;
-    const grant = d.grantId
-      ? await Grant.find(d.grantId)
-      : new Grant({ accountId: d.session.accountId, clientId: String(d.params.client_id) });
-    if (!grant) throw expired();
+    const existing = d.grantId ? await Grant.find(d.grantId) : undefined;
+    // An authorization with a launch context gets a grant of its own (copying what the account
+    // already granted this app), so contexts of different launches never mix.
+    const grant =
+      existing && !deps.launch.carriesContext(d.params)
+        ? existing
+        : new Grant({ accountId: d.session.accountId, clientId: String(d.params.client_id) });
+    if (existing && grant !== existing) {
+      const oidcScope = existing.getOIDCScope();
+      if (oidcScope) grant.addOIDCScope(oidcScope);
+      for (const [resource, scope] of Object.entries(existing.resources ?? {})) {
+        if (typeof scope === 'string' && scope) grant.addResourceScope(resource, scope);
+      }
+    }
     if (prompt.missingOIDCScope) grant.addOIDCScope(prompt.missingOIDCScope.join(' '));
     if (prompt.missingOIDCClaims) grant.addOIDCClaims(prompt.missingOIDCClaims);
     for (const [indicator, scopes] of Object.entries(prompt.missingResourceScopes ?? {})) {

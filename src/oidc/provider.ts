@@ -13,13 +13,18 @@ import type { ClientRegistry } from '../clients/index.ts';
 import type { Views } from '../http/views.ts';
 import { createKnexAdapter } from './adapter.ts';
 import { smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
+import type { SmartLaunch } from './smart-launch.ts';
 import { createFhirServers, STATIC_SCOPES } from '../smart/index.ts';
+
+/** The scope an EHR's client needs to create launch contexts (`POST /smart/launch`). */
+export const EHR_LAUNCH_SCOPE = 'custos:ehr-launch';
 
 export interface ProviderDeps {
   config: Config;
   db: Knex;
   accounts: AccountRepository;
   clients: ClientRegistry;
+  launch: SmartLaunch;
   views: Views;
   log: Logger;
 }
@@ -43,8 +48,10 @@ export function rotationTiming(config: Config) {
 export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider {
   const { config, accounts, clients, views } = deps;
   const fhirServers = createFhirServers(config.fhirBaseUrls);
+  const { launch } = deps;
   const secure = config.issuer.startsWith('https://');
   const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, secure, signed: true };
+  const longCookieOptions = secure ? { ...cookieOptions, sameSite: 'none' as const } : cookieOptions;
 
   const configuration: Configuration = {
     adapter: createKnexAdapter(deps.db, clients),
@@ -53,7 +60,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     cookies: {
       names: COOKIE_NAMES,
       keys: [...config.secrets.cookieKeys],
-      long: cookieOptions,
+      long: longCookieOptions,
       short: cookieOptions,
     },
     claims: {
@@ -62,7 +69,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       email: ['email'],
       fhirUser: ['fhirUser'],
     },
-    scopes: [...STATIC_SCOPES],
+    scopes: [...STATIC_SCOPES, EHR_LAUNCH_SCOPE],
     async findAccount(_ctx, sub) {
       const account = await accounts.findById(sub);
       if (!account || account.disabled) return undefined;
@@ -121,10 +128,19 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       if (origin === 'null' || client.clientAuthMethod !== 'none') return false;
       return client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) ?? false;
     },
-    extraParams: smartExtraParams(fhirServers),
+    extraParams: smartExtraParams(fhirServers, launch.launchParam),
+    loadExistingGrant: launch.loadExistingGrant,
+    extraTokenClaims: launch.extraTokenClaims as Configuration['extraTokenClaims'],
+    // Refresh tokens for offline_access (lasting REFRESH_TOKEN_TTL) and for online_access (ending
+    // with the user's session, which expiresWithSession's default already does).
+    async issueRefreshToken(_ctx, client, code) {
+      return client.grantTypeAllowed('refresh_token') && (code.scopes.has('offline_access') || code.scopes.has('online_access'));
+    },
     // The client's full scope ceiling, SMART resource scopes included (see the client registry).
     extraClientMetadata: { properties: ['scope_ceiling'] },
     responseTypes: ['code'],
+    // SMART's authorize-post: the session cookie must then be SameSite=None, which needs https.
+    enableHttpPostMethods: secure,
     pkce: { required: () => true },
     // Every refresh rotates; presenting a rotated one again revokes the whole grant (RFC 9700 4.14.2).
     rotateRefreshToken: true,
@@ -152,11 +168,12 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       RefreshToken: config.ttl.refreshToken,
       Interaction: config.ttl.interaction,
       Session: config.ttl.session,
-      Grant: config.ttl.refreshToken,
+      Grant: config.ttl.grant,
       PushedAuthorizationRequest: 60,
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
+      policy: launch.interactionPolicyWithPicker(),
     },
     async renderError(ctx: KoaContextWithOIDC, out, error) {
       // The error page for the browser; details stay in the log, never in the page.
@@ -179,6 +196,11 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
     return Promise.resolve(Boolean(this.clientSecret) && clients.verifySecret(this.clientSecret!, actual));
   };
+
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route === 'token') await launch.decorateTokenResponse(ctx as KoaContextWithOIDC);
+  });
 
   // The provider answers clients with safe, generic errors; the specifics go to our log only.
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {

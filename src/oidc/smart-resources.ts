@@ -79,7 +79,7 @@ function applyNegotiatedScopes(ctx: KoaContextWithOIDC): void {
   paramsOf(ctx).scope = [...statics, ...negotiated].join(' ') || undefined;
 }
 
-export function smartExtraParams(fhirServers: FhirServers): Record<string, ExtraParamValidator | null> {
+export function smartExtraParams(fhirServers: FhirServers, launch: ExtraParamValidator): Record<string, ExtraParamValidator | null> {
   return {
     async aud(ctx) {
       const value = smartAud(ctx);
@@ -95,7 +95,7 @@ export function smartExtraParams(fhirServers: FhirServers): Record<string, Extra
       applyNegotiatedScopes(ctx);
       restoreOfflineAccess(ctx);
     },
-    launch: null,
+    launch,
   };
 }
 
@@ -114,7 +114,11 @@ export function smartResourceIndicators(config: Config, fhirServers: FhirServers
         }
         return undefined;
       }
-      if (route === 'token' && stringParam(ctx, 'grant_type') === 'client_credentials') return fhirServers.primary;
+      if (route === 'token' && stringParam(ctx, 'grant_type') === 'client_credentials') {
+        // Backend services asking for FHIR data get a token for the (primary) FHIR server;
+        // Custos's own API scopes need no audience.
+        return splitScopes(stringParam(ctx, 'scope')).some(isResourceScope) ? fhirServers.primary : undefined;
+      }
       return undefined;
     },
     // SMART apps never send `resource` to the token endpoint: use the server granted at authorization.
