@@ -58,7 +58,13 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     const created = await ensureSigningKeys(db, kek);
     if (created.length > 0) log.info({ kids: created }, 'generated signing keys');
     const views = createViews({ cache: config.env === 'production' });
-    const launch = smartLaunch({ launches, accounts, defaultStyleUrl: `${config.issuer}/smart/style.json`, grantTtl: config.ttl.grant });
+    const launch = smartLaunch({
+      launches,
+      accounts,
+      defaultStyleUrl: `${config.issuer}/smart/style.json`,
+      grantTtl: config.ttl.grant,
+      fhirBase: config.fhirBaseUrls[0],
+    });
     const providers = createProviderHost(
       (jwks) => buildProvider({ config, db, accounts, clients, launch, views, log }, jwks),
       await loadSigningKeys(db, kek),

@@ -18,6 +18,10 @@ import { createFhirServers, STATIC_SCOPES } from '../smart/index.ts';
 
 /** The scope an EHR's client needs to create launch contexts (`POST /smart/launch`). */
 export const EHR_LAUNCH_SCOPE = 'custos:ehr-launch';
+/** The scope that lets a resource server introspect tokens issued to other clients. */
+export const INTROSPECT_SCOPE = 'custos:introspect';
+
+const MAX_ASSERTION_LIFETIME = 300;
 
 export interface ProviderDeps {
   config: Config;
@@ -69,7 +73,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       email: ['email'],
       fhirUser: ['fhirUser'],
     },
-    scopes: [...STATIC_SCOPES, EHR_LAUNCH_SCOPE],
+    scopes: [...STATIC_SCOPES, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE],
     async findAccount(_ctx, sub) {
       const account = await accounts.findById(sub);
       if (!account || account.disabled) return undefined;
@@ -92,9 +96,12 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       devInteractions: { enabled: false },
       introspection: {
         enabled: true,
-        // A client may introspect only its own tokens until resource servers are registered.
+        // A client may introspect its own tokens; a resource server (a confidential client whose
+        // registration includes custos:introspect) may introspect any token (SMART token-introspection).
         async allowedPolicy(_ctx, client, token) {
-          return token.clientId === client.clientId;
+          if (token.clientId === client.clientId) return true;
+          const ceiling = String(client.metadata().scope_ceiling ?? '').split(' ');
+          return client.clientAuthMethod !== 'none' && ceiling.includes(INTROSPECT_SCOPE);
         },
       },
       revocation: {
@@ -138,6 +145,18 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     },
     // The client's full scope ceiling, SMART resource scopes included (see the client registry).
     extraClientMetadata: { properties: ['scope_ceiling'] },
+    // SMART Backend Services / client-confidential-asymmetric: an assertion lives at most five
+    // minutes, and a `jku` header may only point at the client's registered jwks_uri (the
+    // provider does not fetch keys from `jku`, but a mismatch is a forgery signal worth refusing).
+    async assertJwtClientAuthClaimsAndHeader(_ctx, claims, header, client) {
+      const now = Math.floor(Date.now() / 1000);
+      if (typeof claims.exp === 'number' && claims.exp - now > MAX_ASSERTION_LIFETIME) {
+        throw new errors.InvalidClientAuth('client_assertion exp must be at most 5 minutes in the future');
+      }
+      if (header.jku !== undefined && header.jku !== client.jwksUri) {
+        throw new errors.InvalidClientAuth('client_assertion jku does not match the registered jwks_uri');
+      }
+    },
     responseTypes: ['code'],
     // SMART's authorize-post: the session cookie must then be SameSite=None, which needs https.
     enableHttpPostMethods: secure,
@@ -163,7 +182,8 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     ttl: {
       AccessToken: config.ttl.accessToken,
       AuthorizationCode: config.ttl.authorizationCode,
-      ClientCredentials: config.ttl.accessToken,
+      // SMART Backend Services: client-credentials tokens live at most five minutes.
+      ClientCredentials: Math.min(config.ttl.accessToken, 300),
       IdToken: config.ttl.idToken,
       RefreshToken: config.ttl.refreshToken,
       Interaction: config.ttl.interaction,

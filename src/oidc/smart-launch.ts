@@ -9,7 +9,7 @@
  *   response lists it next to the access token.
  */
 import { errors, interactionPolicy, type KoaContextWithOIDC, type Configuration, type Grant } from 'oidc-provider';
-import type { AccountRepository } from '../accounts/index.ts';
+import { fhirUserReference, type AccountRepository } from '../accounts/index.ts';
 import {
   CONTEXT_PARAMETERS,
   isResourceScope,
@@ -26,6 +26,8 @@ export interface SmartLaunchDeps {
   defaultStyleUrl: string;
   /** How long a grant (and so its context) lives. */
   grantTtl: number;
+  /** The primary FHIR server, for absolute `fhirUser` URLs. */
+  fhirBase: string | undefined;
 }
 
 const stringParam = (ctx: KoaContextWithOIDC, name: string) => {
@@ -142,9 +144,16 @@ export function smartLaunch(deps: SmartLaunchDeps) {
   }
 
   /** Launch context and fhirUser on access tokens (and so in introspection responses). */
-  async function extraTokenClaims(_ctx: KoaContextWithOIDC, token: { grantId?: string }) {
-    if (!token.grantId) return undefined;
-    return launches.forGrant(token.grantId);
+  async function extraTokenClaims(ctx: KoaContextWithOIDC, token: { grantId?: string; accountId?: string }) {
+    const claims: Record<string, unknown> = {};
+    const identityScopes = splitScopes(ctx.oidc.entities.Grant?.getOIDCScope());
+    if (token.accountId && deps.fhirBase && identityScopes.includes('fhirUser')) {
+      const account = await accounts.findById(token.accountId);
+      const reference = account ? fhirUserReference(account) : undefined;
+      if (reference) claims.fhirUser = `${deps.fhirBase}/${reference}`;
+    }
+    if (token.grantId) Object.assign(claims, await launches.forGrant(token.grantId));
+    return Object.keys(claims).length ? claims : undefined;
   }
 
   /**

@@ -133,7 +133,10 @@ export function smartResourceIndicators(config: Config, fhirServers: FhirServers
       const { route } = ctx.oidc;
 
       if (route === 'token' && stringParam(ctx, 'grant_type') === 'client_credentials') {
-        const scope = grantedScope(splitScopes(stringParam(ctx, 'scope')), ceiling, ['system']);
+        const requested = splitScopes(stringParam(ctx, 'scope'));
+        const scope = grantedScope(requested, ceiling, ['system']);
+        // As at authorization: the token carries the negotiated (possibly narrowed) scopes.
+        paramsOf(ctx).scope = [...requested.filter((s) => !isResourceScope(s)), ...splitScopes(scope)].join(' ');
         return { ...common, scope, accessTokenTTL: Math.min(config.ttl.accessToken, BACKEND_SERVICES_MAX_TTL) };
       }
       if (route === 'token') {
