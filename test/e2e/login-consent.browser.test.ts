@@ -5,23 +5,11 @@
  */
 import { describe, it, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, BrowserContextOptions, Page } from 'playwright-core';
+import { ARTIFACTS, launchChromium } from '../helpers/browser.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { discover, oidc, startCodeFlow, REDIRECT_URI } from '../helpers/oidc-client.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const ARTIFACTS = fileURLToPath(new URL('../../test-artifacts/', import.meta.url));
 const CLIENT_NAME = 'Browser Test App';
 const WRONG_CREDENTIALS = 'The username or password is incorrect.';
 
@@ -33,11 +21,6 @@ describe('login and consent pages in Chromium', () => {
   const contexts: BrowserContext[] = [];
 
   before(async () => {
-    // CI installs Chromium; a missing browser must fail the run, never skip it.
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(`Chromium not found at ${CHROMIUM}: install it with "apt-get install -y chromium" to run the browser tests`);
-    }
-    mkdirSync(ARTIFACTS, { recursive: true });
     server = await startTestServer();
     alice = await server.createAccount({ username: 'alice', role: 'patient', fhirId: 'pat-1', displayName: 'Alice Doe' });
     const client = await server.createClient({
@@ -47,7 +30,8 @@ describe('login and consent pages in Chromium', () => {
       scope: 'openid profile email',
     });
     config = await discover(server.issuer, client.clientId, client.clientSecret);
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    // CI installs Chromium; a missing browser fails the run, never skips it.
+    browser = await launchChromium();
   });
 
   afterEach(async () => {
