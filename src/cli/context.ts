@@ -73,4 +73,8 @@ export function table(headers: string[], rows: string[][]): string {
   return [line(headers), ...rows.map(line)].join('\n');
 }
 
-export const pageLimit = z.coerce.number().int().min(1).max(500);
+export const pageLimit = z.coerce
+  .number({ error: '--limit must be a whole number from 1 to 500' })
+  .int({ error: '--limit must be a whole number from 1 to 500' })
+  .min(1, { error: '--limit must be a whole number from 1 to 500' })
+  .max(500, { error: '--limit must be a whole number from 1 to 500' });

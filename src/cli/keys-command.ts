@@ -13,8 +13,9 @@ export function registerKeys(program: Command, cli: CliContext): void {
     .action(async (opts: { json?: boolean }) => {
       const timing = rotationTiming(cli.config);
       await cli.withServices(async ({ db }) => {
+        const hadKeys = (await listSigningKeys(db)).some((k) => k.retireAt === null);
         const created = await rotateSigningKeys(db, cli.config.secrets.keyEncryptionKey, timing);
-        const retireIn = timing.activateAfterSeconds + timing.maxSignedLifetimeSeconds;
+        const retireIn = hadKeys ? timing.activateAfterSeconds + timing.maxSignedLifetimeSeconds : 0;
         cli.print(
           Boolean(opts.json),
           {
@@ -24,7 +25,9 @@ export function registerKeys(program: Command, cli: CliContext): void {
           [
             `new signing keys: ${created.map((k) => `${k.kid} (${k.alg})`).join(', ')}`,
             `published now; every running server signs with them from ${created[0]?.activatesAt.toISOString()} (no restart needed)`,
-            `the previous keys stay published for ${retireIn} s, until everything they signed has expired`,
+            hadKeys
+              ? `the previous keys stay published for ${retireIn} s, until everything they signed has expired`
+              : 'there were no keys before: these sign at once',
           ].join('\n'),
         );
       });

@@ -111,9 +111,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     port: e.PORT,
     host: e.HOST,
     issuer,
-    database: e.DATABASE_URL
-      ? { kind: 'postgres' as const, url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX }
-      : { kind: 'pglite' as const, dataDir: resolve(dataDir, 'pgdata') },
+    database: Object.freeze(
+      e.DATABASE_URL
+        ? { kind: 'postgres' as const, url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX }
+        : { kind: 'pglite' as const, dataDir: resolve(dataDir, 'pgdata') },
+    ),
     dataDir,
     secrets,
     ttl: Object.freeze({

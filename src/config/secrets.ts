@@ -61,18 +61,35 @@ export function resolveSecrets(
   });
 }
 
+function readDevSecrets(file: string): { cookieKeys: string; keyEncryptionKey: string } {
+  let stored: unknown;
+  try {
+    stored = JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    stored = undefined;
+  }
+  const s = stored as { cookieKeys?: unknown; keyEncryptionKey?: unknown } | undefined;
+  if (typeof s?.cookieKeys !== 'string' || typeof s.keyEncryptionKey !== 'string') {
+    throw new ConfigError(`${file} is damaged; restore it from a backup (without it stored keys cannot be decrypted), or delete it to start over`);
+  }
+  return { cookieKeys: s.cookieKeys, keyEncryptionKey: s.keyEncryptionKey };
+}
+
 function loadOrCreateDevSecrets(dataDir: string, log: (msg: string) => void) {
   const file = join(dataDir, DEV_SECRETS_FILE);
-  if (existsSync(file)) {
-    const stored = JSON.parse(readFileSync(file, 'utf8')) as { cookieKeys: string; keyEncryptionKey: string };
-    return stored;
-  }
+  if (existsSync(file)) return readDevSecrets(file);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const secrets = {
     cookieKeys: randomBytes(32).toString('base64url'),
     keyEncryptionKey: randomBytes(32).toString('base64'),
   };
-  writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600, flag: 'wx' });
+  try {
+    writeFileSync(file, JSON.stringify(secrets, null, 2), { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    // Another process starting at the same moment wrote them first: use theirs.
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return readDevSecrets(file);
+    throw err;
+  }
   log(`generated development secrets (COOKIE_KEYS, KEY_ENCRYPTION_KEY) into ${file}; set them in the environment for production`);
   return secrets;
 }

@@ -89,12 +89,16 @@ export async function rotateSigningKeys(db: Knex, kek: Buffer, timing: RotationT
   // Build the new keys first (slow), then switch in one transaction so no reader sees a gap.
   const fresh = await Promise.all(SIGNING_ALGS.map((alg) => newPrivateJwk(alg)));
   return db.transaction(async (trx) => {
-    const activatesAt = trx.raw('now() + make_interval(secs => ?)', [timing.activateAfterSeconds]);
+    const current = new Set((await trx('signing_keys').whereNull('retire_at').distinct('alg')).map((r: { alg: string }) => r.alg));
+    // With no current key of an algorithm there is nothing to hand over from: sign at once.
+    const delayFor = (alg: string | undefined) => (alg && current.has(alg) ? timing.activateAfterSeconds : 0);
     await trx('signing_keys')
       .whereNull('retire_at')
       .update({ retire_at: trx.raw('now() + make_interval(secs => ?)', [timing.activateAfterSeconds + timing.maxSignedLifetimeSeconds]) });
     const inserted: SigningKeyRow[] = await trx('signing_keys')
-      .insert(fresh.map((jwk) => ({ ...rowFor(kek, jwk), activates_at: activatesAt })))
+      .insert(
+        fresh.map((jwk) => ({ ...rowFor(kek, jwk), activates_at: trx.raw('now() + make_interval(secs => ?)', [delayFor(jwk.alg)]) })),
+      )
       .returning('*');
     return inserted.map(toInfo);
   });
