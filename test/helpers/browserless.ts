@@ -15,10 +15,22 @@ export interface PageResponse {
 
 export class UserAgent {
   readonly jar = new CookieJar();
+  /**
+   * Behind an https-terminating proxy: the server sees `X-Forwarded-Proto: https` and its URLs
+   * say https, while this agent talks plain http to it (so Secure cookies work as in a browser).
+   */
+  readonly behindHttpsProxy: boolean;
+
+  constructor(opts: { behindHttpsProxy?: boolean } = {}) {
+    this.behindHttpsProxy = opts.behindHttpsProxy ?? false;
+  }
 
   async request(url: string, init: { method?: string; form?: Record<string, string>; headers?: Record<string, string> } = {}): Promise<PageResponse> {
     const headers: Record<string, string> = { ...init.headers };
-    const cookie = await this.jar.getCookieString(url);
+    const publicUrl = this.behindHttpsProxy ? url.replace(/^http:/, 'https:') : url;
+    url = this.behindHttpsProxy ? url.replace(/^https:/, 'http:') : url;
+    if (this.behindHttpsProxy) headers['x-forwarded-proto'] = 'https';
+    const cookie = await this.jar.getCookieString(publicUrl);
     if (cookie) headers.cookie = cookie;
     let body: string | undefined;
     if (init.form) {
@@ -26,7 +38,7 @@ export class UserAgent {
       body = new URLSearchParams(init.form).toString();
     }
     const res = await fetch(url, { method: init.method ?? (init.form ? 'POST' : 'GET'), headers, body, redirect: 'manual' });
-    for (const c of res.headers.getSetCookie()) await this.jar.setCookie(c, url);
+    for (const c of res.headers.getSetCookie()) await this.jar.setCookie(c, publicUrl);
     const location = res.headers.get('location');
     return {
       status: res.status,
@@ -41,7 +53,7 @@ export class UserAgent {
   async follow(url: string, origin: string): Promise<PageResponse> {
     let res = await this.request(url);
     for (let hops = 0; res.location && hops < 10; hops += 1) {
-      if (!res.location.startsWith(origin)) return res;
+      if (!res.location.replace(/^https:/, 'http:').startsWith(origin.replace(/^https:/, 'http:'))) return res;
       res = await this.request(res.location);
     }
     return res;

@@ -52,10 +52,15 @@ export function testEnv(database: TestDatabase, port: number, extra: Record<stri
   };
 }
 
-export async function startTestServer(opts: { env?: Record<string, string> } = {}): Promise<TestServer> {
+/**
+ * `behindHttpsProxy`: the server is configured as if a trusted reverse proxy terminated TLS in
+ * front of it (https issuer, TRUST_PROXY=true); talk to it with `new UserAgent({ behindHttpsProxy: true })`.
+ */
+export async function startTestServer(opts: { env?: Record<string, string>; behindHttpsProxy?: boolean } = {}): Promise<TestServer> {
   const database = await createTestDatabase();
   const port = await freePort();
-  const config = loadConfig(testEnv(database, port, opts.env));
+  const proxy: Record<string, string> = opts.behindHttpsProxy ? { ISSUER: `https://localhost:${port}`, TRUST_PROXY: 'true' } : {};
+  const config = loadConfig(testEnv(database, port, { ...proxy, ...opts.env }));
   const log = createLogger(config.logLevel);
   let running = await startServer(config, log);
   let stopped = false;
