@@ -12,6 +12,7 @@ import { createClientRegistry, type ClientRegistry } from './clients/index.ts';
 import { deriveKey, ensureSigningKeys, loadSigningKeys, purgeRetiredSigningKeys } from './keys/index.ts';
 import { buildProvider, createProviderHost, deleteExpiredPayloads, interactionRoutes, smartLaunch, smartRoutes } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
+import { demoRoutes } from './demo/index.ts';
 import { createApp } from './http/app.ts';
 import { createViews } from './http/views.ts';
 import { healthRoutes } from './http/health.ts';
@@ -88,6 +89,10 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           clients,
           launches,
         }),
+        // The demo app and EHR exist only outside production.
+        ...(config.env === 'production'
+          ? []
+          : [demoRoutes({ issuer: config.issuer, fhirBase: config.fhirBaseUrls[0], accounts, clients, launches, views })]),
       ],
     });
 

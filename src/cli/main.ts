@@ -9,6 +9,7 @@ import { registerMigrate } from './migrate-command.ts';
 import { registerUser } from './user-command.ts';
 import { registerClient } from './client-command.ts';
 import { registerKeys } from './keys-command.ts';
+import { registerDemo } from './demo-command.ts';
 
 /** Runs the CLI and returns its exit code (tests call this directly). */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
@@ -22,6 +23,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   registerUser(program, cli);
   registerClient(program, cli);
   registerKeys(program, cli);
+  registerDemo(program, cli);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();

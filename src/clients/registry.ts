@@ -31,7 +31,7 @@ interface ClientRow {
 
 export interface ClientRegistry {
   /** Validates RFC 7591 metadata and registers it; the secret is returned here and never again. */
-  create(input: unknown): Promise<{ client: RegisteredClient; clientSecret?: string }>;
+  create(input: unknown, opts?: { clientId?: string }): Promise<{ client: RegisteredClient; clientSecret?: string }>;
   get(clientId: string): Promise<RegisteredClient | undefined>;
   list(opts: { limit: number; after?: string }): Promise<RegisteredClient[]>;
   /** Provider-shaped metadata for an approved client, with the secret's hash in `client_secret`. */
@@ -47,9 +47,11 @@ const CLIENT_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 export function createClientRegistry(db: Knex, secretPepper: Buffer): ClientRegistry {
   return {
-    async create(input) {
+    async create(input, opts = {}) {
       const metadata = clientMetadataSchema.parse(input);
-      const clientId = randomBytes(16).toString('base64url');
+      // A fixed id is for seeding well-known clients (the demo); registrations get a random one.
+      if (opts.clientId !== undefined && !CLIENT_ID.test(opts.clientId)) throw new Error('invalid client_id');
+      const clientId = opts.clientId ?? randomBytes(16).toString('base64url');
       const clientSecret = needsSecret(metadata) ? generateClientSecret() : undefined;
       const [row] = await db('clients')
         .insert({

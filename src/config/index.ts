@@ -9,6 +9,9 @@ import { ConfigError } from './errors.ts';
 
 export { ConfigError } from './errors.ts';
 
+/** Where the development demo's pseudo FHIR server lives, under the issuer. */
+export const DEMO_FHIR_PATH = '/demo/fhir';
+
 export type { Secrets } from './secrets.ts';
 
 const seconds = (min: number, max: number, fallback: number) =>
@@ -134,7 +137,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       maxConcurrent: e.ARGON2_MAX_CONCURRENT,
     }),
     trustProxy: e.TRUST_PROXY === 'true',
-    fhirBaseUrls: Object.freeze(parseFhirBaseUrls(e.FHIR_BASE_URLS, production)),
+    // In development, with no FHIR server configured, the demo's pseudo FHIR base keeps SMART usable.
+    fhirBaseUrls: Object.freeze(
+      parseFhirBaseUrls(e.FHIR_BASE_URLS ?? (e.NODE_ENV === 'development' ? `${issuer}${DEMO_FHIR_PATH}` : undefined), production),
+    ),
     logLevel: e.LOG_LEVEL,
   });
 }

@@ -56,11 +56,15 @@ export function testEnv(database: TestDatabase, port: number, extra: Record<stri
  * `behindHttpsProxy`: the server is configured as if a trusted reverse proxy terminated TLS in
  * front of it (https issuer, TRUST_PROXY=true); talk to it with `new UserAgent({ behindHttpsProxy: true })`.
  */
-export async function startTestServer(opts: { env?: Record<string, string>; behindHttpsProxy?: boolean } = {}): Promise<TestServer> {
+export async function startTestServer(
+  opts: { env?: Record<string, string> | ((issuer: string) => Record<string, string>); behindHttpsProxy?: boolean } = {},
+): Promise<TestServer> {
   const database = await createTestDatabase();
   const port = await freePort();
-  const proxy: Record<string, string> = opts.behindHttpsProxy ? { ISSUER: `https://localhost:${port}`, TRUST_PROXY: 'true' } : {};
-  const config = loadConfig(testEnv(database, port, { ...proxy, ...opts.env }));
+  const issuer = `${opts.behindHttpsProxy ? 'https' : 'http'}://localhost:${port}`;
+  const proxy: Record<string, string> = opts.behindHttpsProxy ? { ISSUER: issuer, TRUST_PROXY: 'true' } : {};
+  const extra = typeof opts.env === 'function' ? opts.env(issuer) : opts.env;
+  const config = loadConfig(testEnv(database, port, { ...proxy, ...extra }));
   const log = createLogger(config.logLevel);
   let running = await startServer(config, log);
   let stopped = false;
