@@ -19,7 +19,7 @@ describe('SMART resource scopes and the FHIR audience', () => {
       client_name: 'SMART App',
       redirect_uris: [REDIRECT_URI],
       grant_types: ['authorization_code', 'refresh_token'],
-      scope: 'openid fhirUser offline_access patient/*.rs user/Observation.rs',
+      scope: 'openid fhirUser offline_access online_access patient/*.rs user/Observation.rs',
     });
     config = await discover(server.issuer, client.clientId, client.clientSecret);
   });
@@ -60,6 +60,39 @@ describe('SMART resource scopes and the FHIR audience', () => {
     const info = await oidc.tokenIntrospection(config, refreshed.access_token);
     assert.equal(info.aud, FHIR, 'the refreshed token is for the same FHIR server');
     assert.equal(info.scope, 'patient/Observation.rs');
+  });
+
+  it('grants granular scopes and keeps their constraints', async () => {
+    const lab = 'patient/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
+    const { tokens } = await codeFlow(config, server.issuer, alice, { scope: `openid ${lab}`, aud: FHIR });
+    assert.equal((await oidc.tokenIntrospection(config, tokens.access_token)).scope, lab);
+  });
+
+  it('narrows on refresh when the app asks for less, and never widens', async () => {
+    const { tokens } = await codeFlow(config, server.issuer, alice, {
+      scope: 'openid offline_access patient/Observation.rs patient/Condition.rs',
+      aud: FHIR,
+    });
+    const narrower = await oidc.refreshTokenGrant(config, tokens.refresh_token!, { scope: 'patient/Condition.rs' });
+    assert.equal((await oidc.tokenIntrospection(config, narrower.access_token)).scope, 'patient/Condition.rs');
+    const full = await oidc.refreshTokenGrant(config, narrower.refresh_token!);
+    assert.deepEqual(String((await oidc.tokenIntrospection(config, full.access_token)).scope).split(' ').sort(), [
+      'patient/Condition.rs',
+      'patient/Observation.rs',
+    ]);
+    await assert.rejects(oidc.refreshTokenGrant(config, full.refresh_token!, { scope: 'patient/Patient.rs' }), { error: 'invalid_scope' });
+  });
+
+  it('issues online_access refresh tokens that end with the session', async () => {
+    const { tokens, agent } = await codeFlow(config, server.issuer, alice, { scope: 'openid online_access patient/Observation.rs', aud: FHIR });
+    assert.ok(tokens.refresh_token, 'online_access gives a refresh token');
+    const refreshed = await oidc.refreshTokenGrant(config, tokens.refresh_token!);
+    assert.ok(refreshed.access_token);
+    // Signing out ends the session, and with it the online refresh token.
+    const logout = await agent.request(oidc.buildEndSessionUrl(config, { id_token_hint: tokens.id_token! }).toString());
+    const xsrf = /name="xsrf" value="([^"]+)"/.exec(logout.body)![1]!;
+    await agent.request(new URL('/session/end/confirm', server.issuer).toString(), { form: { xsrf, logout: 'yes' } });
+    await assert.rejects(oidc.refreshTokenGrant(config, refreshed.refresh_token!), { error: 'invalid_grant' });
   });
 
   for (const [name, params] of [
