@@ -60,6 +60,19 @@ describe('SMART resource scopes and the FHIR audience', () => {
     const info = await oidc.tokenIntrospection(config, refreshed.access_token);
     assert.equal(info.aud, FHIR, 'the refreshed token is for the same FHIR server');
     assert.equal(info.scope, 'patient/Observation.rs');
+    // Offline refresh tokens live 90 days, counted again from every refresh.
+    const rt = await oidc.tokenIntrospection(config, refreshed.refresh_token!);
+    assert.equal(rt.active, true);
+    assert.ok(rt.exp! - Math.floor(Date.now() / 1000) > 89 * 86400);
+  });
+
+  it('grants user/ scopes to a practitioner (permission-user)', async () => {
+    const doc = await server.createAccount({ username: 'drwho', role: 'practitioner', fhirId: 'prac-9' });
+    const { tokens } = await codeFlow(config, server.issuer, doc, { scope: 'openid fhirUser user/Observation.rs', aud: FHIR });
+    const info = await oidc.tokenIntrospection(config, tokens.access_token);
+    assert.equal(info.scope, 'user/Observation.rs');
+    assert.equal(info.patient, undefined, 'user scopes alone need no patient context');
+    assert.equal(tokens.claims()?.fhirUser, `${FHIR}/Practitioner/prac-9`);
   });
 
   it('grants granular scopes and keeps their constraints', async () => {
