@@ -13,7 +13,7 @@ import { HttpError, badRequest } from '../http/errors.ts';
 import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
 import { describeScope } from '../smart/index.ts';
-import type { SmartLaunch } from './smart-launch.ts';
+import { copyGrant, type SmartLaunch } from './smart-launch.ts';
 
 interface InteractionDeps {
   providers: ProviderHost;
@@ -161,17 +161,12 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const existing = d.grantId ? await Grant.find(d.grantId) : undefined;
     // An authorization with a launch context gets a grant of its own (copying what the account
     // already granted this app), so contexts of different launches never mix.
-    const grant =
-      existing && !deps.launch.carriesContext(d.params)
-        ? existing
-        : new Grant({ accountId: d.session.accountId, clientId: String(d.params.client_id) });
-    if (existing && grant !== existing) {
-      const oidcScope = existing.getOIDCScope();
-      if (oidcScope) grant.addOIDCScope(oidcScope);
-      for (const [resource, scope] of Object.entries(existing.resources ?? {})) {
-        if (typeof scope === 'string' && scope) grant.addResourceScope(resource, scope);
-      }
-    }
+    const ownGrant = deps.launch.carriesContext(d.params);
+    const grant = existing
+      ? ownGrant
+        ? copyGrant(Grant, existing)
+        : existing
+      : new Grant({ accountId: d.session.accountId, clientId: String(d.params.client_id) });
     if (prompt.missingOIDCScope) grant.addOIDCScope(prompt.missingOIDCScope.join(' '));
     if (prompt.missingOIDCClaims) grant.addOIDCClaims(prompt.missingOIDCClaims);
     for (const [indicator, scopes] of Object.entries(prompt.missingResourceScopes ?? {})) {

@@ -129,14 +129,7 @@ export function smartLaunch(deps: SmartLaunchDeps) {
     if (context === undefined || context === 'pending') return grant;
     let target = grant;
     if (!fromConsent) {
-      target = new GrantModel({ accountId: grant.accountId!, clientId: grant.clientId! });
-      const oidcScope = grant.getOIDCScope();
-      if (oidcScope) target.addOIDCScope(oidcScope);
-      const claims = grant.getOIDCClaims?.();
-      if (claims?.length) target.addOIDCClaims(claims);
-      for (const [resource, scope] of Object.entries(grant.resources ?? {})) {
-        if (typeof scope === 'string' && scope) target.addResourceScope(resource, scope);
-      }
+      target = copyGrant(GrantModel, grant);
       await target.save();
     }
     await launches.attachToGrant(target.jti, context, deps.grantTtl);
@@ -186,4 +179,17 @@ export function smartLaunch(deps: SmartLaunchDeps) {
 }
 
 export type SmartLaunch = ReturnType<typeof smartLaunch>;
+
+/** A new, unsaved grant with everything `source` grants (identity scopes and claims, resource scopes). */
+export function copyGrant(GrantModel: KoaContextWithOIDC['oidc']['provider']['Grant'], source: Grant): Grant {
+  const copy = new GrantModel({ accountId: source.accountId!, clientId: source.clientId! });
+  const oidcScope = source.getOIDCScope();
+  if (oidcScope) copy.addOIDCScope(oidcScope);
+  const claims = source.getOIDCClaims?.();
+  if (claims?.length) copy.addOIDCClaims(claims);
+  for (const [resource, scope] of Object.entries(source.resources ?? {})) {
+    if (typeof scope === 'string' && scope) copy.addResourceScope(resource, scope);
+  }
+  return copy;
+}
 export type InteractionsConfig = NonNullable<Configuration['interactions']>;
