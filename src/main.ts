@@ -10,9 +10,18 @@ import { openDatabase, closeDatabase, migrateLatest, databaseReachable, Database
 import { createAccountRepository, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
 import { createClientRegistry, type ClientRegistry } from './clients/index.ts';
 import { deriveKey, ensureSigningKeys, loadSigningKeys, purgeRetiredSigningKeys } from './keys/index.ts';
-import { buildProvider, createProviderHost, deleteExpiredPayloads, interactionRoutes, smartLaunch, smartRoutes } from './oidc/index.ts';
+import {
+  buildProvider,
+  createProviderHost,
+  deleteExpiredPayloads,
+  interactionRoutes,
+  sessionLevelTooLow,
+  smartLaunch,
+  smartRoutes,
+} from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
 import { demoRoutes } from './demo/index.ts';
+import { createMfaRepository, type MfaRepository } from './mfa/index.ts';
 import { createApp } from './http/app.ts';
 import { createViews } from './http/views.ts';
 import { healthRoutes } from './http/health.ts';
@@ -26,6 +35,7 @@ export interface Services {
   accounts: AccountRepository;
   clients: ClientRegistry;
   launches: LaunchRepository;
+  mfa: MfaRepository;
   log: Logger;
 }
 
@@ -39,7 +49,9 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   }
   const accounts = createAccountRepository(db, createPasswordHasher(config.argon2));
   const clients = createClientRegistry(db, deriveKey(config.secrets.keyEncryptionKey, 'client-secret-hmac'));
-  return { config, db, accounts, clients, launches: createLaunchRepository(db), log };
+  const kek = config.secrets.keyEncryptionKey;
+  const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
+  return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, log };
 }
 
 export interface RunningServer {
@@ -53,7 +65,7 @@ const CLEANUP_INTERVAL_MS = 10 * 60 * 1000;
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const services = await openServices(config, log);
-  const { db, accounts, clients, launches } = services;
+  const { db, accounts, clients, launches, mfa } = services;
   try {
     const kek = config.secrets.keyEncryptionKey;
     const created = await ensureSigningKeys(db, kek);
@@ -66,8 +78,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       grantTtl: config.ttl.grant,
       fhirBase: config.fhirBaseUrls[0],
     });
+    const levelCheck = sessionLevelTooLow(accounts, config.mfa);
     const providers = createProviderHost(
-      (jwks) => buildProvider({ config, db, accounts, clients, launch, views, log }, jwks),
+      (jwks) => buildProvider({ config, db, accounts, clients, launch, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
@@ -80,7 +93,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       routers: [
         healthRoutes(() => databaseReachable(db)),
         staticAssets(),
-        interactionRoutes({ providers, accounts, launch, views, log, issuer: config.issuer }),
+        interactionRoutes({ providers, accounts, mfa, mfaPolicy: config.mfa, launch, views, log, issuer: config.issuer }),
         smartRoutes({
           issuer: config.issuer,
           fhirBaseUrls: config.fhirBaseUrls,

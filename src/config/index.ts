@@ -40,6 +40,13 @@ const envSchema = z.object({
   ARGON2_MAX_CONCURRENT: z.coerce.number().int().min(1).max(64).default(4),
   TRUST_PROXY: z.enum(['true', 'false']).default('false'),
   FHIR_BASE_URLS: z.string().optional(),
+  MFA_FOR_WRITE_SCOPES: z.enum(['true', 'false']).default('true'),
+  MFA_REQUIRED_ROLES: z
+    .string()
+    .default('admin')
+    .refine((v) => v.split(',').map((r) => r.trim()).filter(Boolean).every((r) => ['patient', 'practitioner', 'admin'].includes(r)), {
+      message: 'must be a comma-separated list of patient, practitioner, admin',
+    }),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -66,6 +73,8 @@ export interface Config {
   readonly signingKeyRefreshInterval: number;
   readonly argon2: { readonly memoryKiB: number; readonly timeCost: number; readonly maxConcurrent: number };
   readonly trustProxy: boolean;
+  /** Multi-factor policy (see src/mfa/policy.ts). */
+  readonly mfa: { readonly writeScopesNeedMfa: boolean; readonly mfaRoles: readonly string[] };
   /** The protected FHIR servers' base URLs (no trailing slash); the first is the default audience. */
   readonly fhirBaseUrls: readonly string[];
   readonly logLevel: string;
@@ -137,6 +146,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       maxConcurrent: e.ARGON2_MAX_CONCURRENT,
     }),
     trustProxy: e.TRUST_PROXY === 'true',
+    mfa: Object.freeze({
+      writeScopesNeedMfa: e.MFA_FOR_WRITE_SCOPES === 'true',
+      mfaRoles: Object.freeze(e.MFA_REQUIRED_ROLES.split(',').map((r) => r.trim()).filter(Boolean)),
+    }),
     // In development, with no FHIR server configured, the demo's pseudo FHIR base keeps SMART usable.
     fhirBaseUrls: Object.freeze(
       parseFhirBaseUrls(e.FHIR_BASE_URLS ?? (e.NODE_ENV === 'development' ? `${issuer}${DEMO_FHIR_PATH}` : undefined), production),

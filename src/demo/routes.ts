@@ -13,7 +13,7 @@ import { badRequest } from '../http/errors.ts';
 import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
 import type { LaunchRepository } from '../smart/index.ts';
-import { DEMO_APP_ID, DEMO_APP_SCOPE } from './seed.ts';
+import { DEMO_APP_ID, DEMO_REQUEST_SCOPE } from './seed.ts';
 
 interface DemoDeps {
   issuer: string;
@@ -53,7 +53,7 @@ export function demoRoutes(deps: DemoDeps): Router {
     const verifier = randomBytes(32).toString('base64url');
     const state = randomBytes(16).toString('base64url');
     ctx.cookies.set(COOKIE, JSON.stringify({ verifier, state }), { httpOnly: true, sameSite: 'lax', secure, signed: true, path: '/demo', maxAge: 600_000 });
-    const scope = launch ? DEMO_APP_SCOPE.replace('launch/patient ', '') : DEMO_APP_SCOPE.replace('launch ', '');
+    const scope = launch ? DEMO_REQUEST_SCOPE.replace('launch/patient ', '') : DEMO_REQUEST_SCOPE.replace('launch ', '');
     const url = new URL('/auth', deps.issuer);
     url.search = new URLSearchParams({
       client_id: DEMO_APP_ID,

@@ -8,6 +8,8 @@ import type { ClientRegistry } from '../clients/index.ts';
 
 export const DEMO_APP_ID = 'custos-demo-app';
 export const DEMO_APP_SCOPE = 'openid fhirUser profile launch launch/patient launch/encounter offline_access online_access patient/*.cruds user/*.rs';
+/** What the demo app asks for: reading only, so a password login is enough (writes need MFA). */
+export const DEMO_REQUEST_SCOPE = 'openid fhirUser profile launch launch/patient offline_access patient/*.rs';
 
 export interface DemoSeed {
   created: Array<{ kind: 'account' | 'client'; name: string; id: string; secret?: string }>;

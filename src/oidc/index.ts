@@ -4,3 +4,4 @@ export { createKnexAdapter, deleteExpiredPayloads } from './adapter.ts';
 export { interactionRoutes } from './interactions.ts';
 export { createProviderHost, type ProviderHost } from './provider-host.ts';
 export { smartRoutes } from './smart-routes.ts';
+export { sessionLevelTooLow } from './authentication-level.ts';

@@ -14,10 +14,15 @@ import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
 import { describeScope } from '../smart/index.ts';
 import { copyGrant, type SmartLaunch } from './smart-launch.ts';
+import { enrolmentView, LOGIN_RESULTS, secondFactorState } from './second-factor.ts';
+import { requiredLevel, type MfaPolicy, type MfaRepository } from '../mfa/index.ts';
+import type { Account } from '../accounts/index.ts';
 
 interface InteractionDeps {
   providers: ProviderHost;
   accounts: AccountRepository;
+  mfa: MfaRepository;
+  mfaPolicy: MfaPolicy;
   launch: SmartLaunch;
   views: Views;
   log: Logger;
@@ -39,6 +44,9 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   const secure = deps.issuer.startsWith('https://');
   const origin = new URL(deps.issuer).origin;
   const forms = [bodyParser({ enableTypes: ['form'], formLimit: '16kb' }), verifyCsrf(origin)];
+  const passed = secondFactorState({ secure });
+  const { mfa } = deps;
+  const issuerName = new URL(deps.issuer).host;
 
   async function details(ctx: Context): Promise<Details> {
     try {
@@ -65,6 +73,32 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   async function showLogin(ctx: Context, d: Details, extra: Record<string, unknown> = {}, status = 200) {
     page(ctx, 'login', { title: 'Sign in', client: await clientName(d), username: '', ...extra }, status);
+  }
+
+  async function finishLogin(ctx: Context, accountId: string, result: { acr: string; amr: readonly string[] }) {
+    passed.forget(ctx, ctx.params.uid!);
+    await providers.current.interactionFinished(
+      ctx.req,
+      ctx.res,
+      { login: { accountId, acr: result.acr, amr: [...result.amr], remember: true } },
+      { mergeWithLastSubmission: false },
+    );
+    ctx.respond = false;
+  }
+
+  /** The account that passed the password step of this interaction, if it still may go on. */
+  async function passwordPassed(ctx: Context): Promise<Account | undefined> {
+    const state = passed.recall(ctx);
+    const account = state ? await accounts.findById(state.accountId) : undefined;
+    return account && !account.disabled ? account : undefined;
+  }
+
+  async function showSecondFactor(ctx: Context, d: Details, account: Account, extra: Record<string, unknown> = {}, status = 200) {
+    const client = await clientName(d);
+    if ((await mfa.status(account.id)).totp) {
+      return page(ctx, 'second-factor', { title: 'Two-step verification', client, ...extra }, status);
+    }
+    page(ctx, 'enrol-totp', { title: 'Set up two-step verification', client, ...(await enrolmentView(mfa, account, issuerName)), ...extra }, status);
   }
 
   async function showConsent(ctx: Context, d: Details) {
@@ -100,7 +134,10 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   router.get('/', csrfToken({ secure }), async (ctx) => {
     const d = await details(ctx);
-    if (d.prompt.name === 'login') return showLogin(ctx, d);
+    if (d.prompt.name === 'login') {
+      const account = await passwordPassed(ctx);
+      return account ? showSecondFactor(ctx, d, account) : showLogin(ctx, d);
+    }
     if (d.prompt.name === 'consent') return showConsent(ctx, d);
     if (d.prompt.name === 'launch') return showPicker(ctx, d);
     throw badRequest(`unsupported interaction "${d.prompt.name}"`);
@@ -118,14 +155,67 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       deps.log.info({ event: 'login.failure', uid: d.uid }, 'login failed');
       return showLogin(ctx, d, { username, error: 'The username or password is incorrect.' }, 401);
     }
-    deps.log.info({ event: 'login.success', sub: account.id, uid: d.uid }, 'login succeeded');
-    await providers.current.interactionFinished(
-      ctx.req,
-      ctx.res,
-      { login: { accountId: account.id, amr: ['pwd'], acr: 'urn:custos:acr:pwd', remember: true } },
-      { mergeWithLastSubmission: false },
+    const status = await mfa.status(account.id);
+    const needed = requiredLevel(
+      { acrValues: d.params.acr_values as string | undefined, scope: d.params.scope as string | undefined, role: account.role },
+      deps.mfaPolicy,
     );
-    ctx.respond = false;
+    if (!status.totp && needed.level < 2) {
+      deps.log.info({ event: 'login.success', sub: account.id, uid: d.uid, acr: LOGIN_RESULTS.password.acr }, 'login succeeded');
+      return finishLogin(ctx, account.id, LOGIN_RESULTS.password);
+    }
+    // The password was right; the second step decides. Never downgrade when policy wants MFA.
+    deps.log.info({ event: 'login.password_ok', sub: account.id, uid: d.uid, enrol: !status.totp, reasons: needed.reasons }, 'second factor needed');
+    passed.remember(ctx, d.uid, account.id);
+    return showSecondFactor(ctx, d, account, { reasons: needed.reasons });
+  });
+
+  router.post('/otp', csrfToken({ secure }), ...forms, async (ctx) => {
+    const d = await details(ctx);
+    const account = await passwordPassed(ctx);
+    if (d.prompt.name !== 'login' || !account) throw badRequest('sign in with your password first; go back to the app and start again');
+    const body = ctx.request.body as Record<string, unknown>;
+    const code = typeof body.code === 'string' ? body.code.replace(/\s/g, '').slice(0, 16) : '';
+    const recovery = typeof body.recovery_code === 'string' ? body.recovery_code.slice(0, 32) : '';
+    if (code && (await mfa.verifyTotp(account.id, code))) {
+      deps.log.info({ event: 'login.success', sub: account.id, uid: d.uid, acr: LOGIN_RESULTS.totp.acr }, 'login succeeded');
+      return finishLogin(ctx, account.id, LOGIN_RESULTS.totp);
+    }
+    if (!code && recovery) {
+      const left = await mfa.useRecoveryCode(account.id, recovery);
+      if (left !== undefined) {
+        deps.log.warn({ event: 'mfa.recovery_code_used', sub: account.id, remaining: left }, 'recovery code used');
+        return finishLogin(ctx, account.id, LOGIN_RESULTS.recoveryCode);
+      }
+    }
+    deps.log.info({ event: 'login.second_factor_failure', sub: account.id, uid: d.uid }, 'second factor failed');
+    return showSecondFactor(ctx, d, account, { error: 'That code is not valid. Codes change every 30 seconds and work once.' }, 401);
+  });
+
+  router.post('/enrol', csrfToken({ secure }), ...forms, async (ctx) => {
+    const d = await details(ctx);
+    const account = await passwordPassed(ctx);
+    if (d.prompt.name !== 'login' || !account) throw badRequest('sign in with your password first; go back to the app and start again');
+    if ((await mfa.status(account.id)).totp) throw badRequest('two-step verification is already set up for this account');
+    const body = ctx.request.body as Record<string, unknown>;
+    const code = typeof body.code === 'string' ? body.code.replace(/\s/g, '').slice(0, 16) : '';
+    if (!code || !(await mfa.confirmTotp(account.id, code))) {
+      return showSecondFactor(ctx, d, account, { error: 'That code is not valid. Enter the 6-digit code your app shows now.' }, 400);
+    }
+    const codes = await mfa.regenerateRecoveryCodes(account.id);
+    passed.remember(ctx, d.uid, account.id, 'enrolled');
+    deps.log.info({ event: 'mfa.totp_enrolled', sub: account.id }, 'TOTP enrolled at login');
+    page(ctx, 'recovery-codes', { title: 'Save your recovery codes', client: await clientName(d), codes, continueAction: `/interaction/${d.uid}/enrolled` });
+  });
+
+  router.post('/enrolled', csrfToken({ secure }), ...forms, async (ctx) => {
+    const d = await details(ctx);
+    const account = await passwordPassed(ctx);
+    if (d.prompt.name !== 'login' || !account || passed.recall(ctx)?.stage !== 'enrolled') {
+      throw badRequest('sign in with your password first; go back to the app and start again');
+    }
+    // The code that activated the factor was this login's second factor.
+    return finishLogin(ctx, account.id, LOGIN_RESULTS.totp);
   });
 
   router.post('/patient', csrfToken({ secure }), ...forms, async (ctx) => {

@@ -15,6 +15,7 @@ import { createKnexAdapter } from './adapter.ts';
 import { smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
 import type { SmartLaunch } from './smart-launch.ts';
 import { createFhirServers, STATIC_SCOPES } from '../smart/index.ts';
+import { ACR_VALUES } from '../mfa/index.ts';
 
 /** The scope an EHR's client needs to create launch contexts (`POST /smart/launch`). */
 export const EHR_LAUNCH_SCOPE = 'custos:ehr-launch';
@@ -29,6 +30,8 @@ export interface ProviderDeps {
   accounts: AccountRepository;
   clients: ClientRegistry;
   launch: SmartLaunch;
+  /** Decides whether the session's authentication level is enough for the request. */
+  levelCheck: (ctx: KoaContextWithOIDC) => Promise<boolean>;
   views: Views;
   log: Logger;
 }
@@ -74,6 +77,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       fhirUser: ['fhirUser'],
     },
     scopes: [...STATIC_SCOPES, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE],
+    acrValues: [...ACR_VALUES],
     async findAccount(_ctx, sub) {
       const account = await accounts.findById(sub);
       if (!account || account.disabled) return undefined;
@@ -193,7 +197,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     },
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
-      policy: launch.interactionPolicyWithPicker(),
+      policy: launch.interactionPolicyWithPicker(deps.levelCheck),
     },
     async renderError(ctx: KoaContextWithOIDC, out, error) {
       // The error page for the browser; details stay in the log, never in the page.

@@ -108,8 +108,18 @@ export function smartLaunch(deps: SmartLaunchDeps) {
     ),
   );
 
-  function interactionPolicyWithPicker() {
+  /**
+   * oidc-provider's policy, plus: a login when the session's level is below what the request
+   * needs (acr_values, MFA policy: the default only checks essential `acr` claims), and the
+   * patient picker between login and consent.
+   */
+  function interactionPolicyWithPicker(levelTooLow: (ctx: KoaContextWithOIDC) => Promise<boolean>) {
     const policy = interactionPolicy.base();
+    policy.get('login')!.checks.add(
+      new interactionPolicy.Check('acr_level', 'the session is not strong enough for this request', 'login_required', async (ctx) =>
+        (await levelTooLow(ctx)) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT,
+      ),
+    );
     policy.add(pickerPrompt, 1);
     return policy;
   }
@@ -146,6 +156,11 @@ export function smartLaunch(deps: SmartLaunchDeps) {
       if (reference) claims.fhirUser = `${deps.fhirBase}/${reference}`;
     }
     if (token.grantId) Object.assign(claims, await launches.forGrant(token.grantId));
+    // How the user authenticated, on access tokens and in introspection (RFC 9470 section 4).
+    const source = ctx.oidc.entities.AuthorizationCode ?? ctx.oidc.entities.RefreshToken;
+    if (source?.acr) claims.acr = source.acr;
+    if (source?.amr) claims.amr = source.amr;
+    if (source?.authTime) claims.auth_time = source.authTime;
     return Object.keys(claims).length ? claims : undefined;
   }
 
