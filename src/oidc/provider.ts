@@ -71,7 +71,8 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       short: cookieOptions,
     },
     claims: {
-      openid: ['sub'],
+      // How the user authenticated goes in every ID token (acr, RFC 8176 amr, auth_time).
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
       profile: ['name', 'preferred_username'],
       email: ['email'],
       fhirUser: ['fhirUser'],
