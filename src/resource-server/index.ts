@@ -1,0 +1,1 @@
+export { stepUpChallenge, type AuthenticationFacts, type StepUpRequirement, type StepUpChallenge } from './step-up.ts';
