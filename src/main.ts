@@ -21,6 +21,7 @@ import {
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
 import { demoRoutes } from './demo/index.ts';
+import { accountRoutes, ACCOUNT_CLIENT_ID } from './account/index.ts';
 import { createMfaRepository, type MfaRepository } from './mfa/index.ts';
 import { createApp } from './http/app.ts';
 import { createViews } from './http/views.ts';
@@ -70,6 +71,15 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     const kek = config.secrets.keyEncryptionKey;
     const created = await ensureSigningKeys(db, kek);
     if (created.length > 0) log.info({ kids: created }, 'generated signing keys');
+    // The account pages sign in through Custos itself, as a first-party public client.
+    await clients.ensureInternal(ACCOUNT_CLIENT_ID, {
+      client_name: 'Your Custos account',
+      redirect_uris: [`${config.issuer}/account/callback`],
+      grant_types: ['authorization_code'],
+      token_endpoint_auth_method: 'none',
+      scope: 'openid',
+    });
+    let selfUrl = config.issuer;
     const views = createViews({ cache: config.env === 'production' });
     const launch = smartLaunch({
       launches,
@@ -93,7 +103,17 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       routers: [
         healthRoutes(() => databaseReachable(db)),
         staticAssets(),
-        interactionRoutes({ providers, accounts, mfa, mfaPolicy: config.mfa, launch, views, log, issuer: config.issuer }),
+        interactionRoutes({
+          providers,
+          accounts,
+          mfa,
+          mfaPolicy: config.mfa,
+          launch,
+          firstPartyClients: [ACCOUNT_CLIENT_ID],
+          views,
+          log,
+          issuer: config.issuer,
+        }),
         smartRoutes({
           issuer: config.issuer,
           fhirBaseUrls: config.fhirBaseUrls,
@@ -101,6 +121,16 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           providers,
           clients,
           launches,
+        }),
+        accountRoutes({
+          issuer: config.issuer,
+          selfUrl: () => selfUrl,
+          accounts,
+          mfa,
+          views,
+          log,
+          idleTimeout: config.ttl.accountIdle,
+          lifetime: config.ttl.accountSession,
         }),
         // The demo app and EHR exist only outside production.
         ...(config.env === 'production'
@@ -117,6 +147,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       server.listen(config.port, config.host, () => resolve());
     });
     const { port } = server.address() as AddressInfo;
+    const loopback = ['0.0.0.0', '::', '127.0.0.1', 'localhost'].includes(config.host) ? '127.0.0.1' : config.host;
+    selfUrl = `http://${loopback.includes(':') ? `[${loopback}]` : loopback}:${port}`;
 
     const cleanup = setInterval(() => {
       Promise.all([deleteExpiredPayloads(db), purgeRetiredSigningKeys(db), launches.deleteExpired()])

@@ -33,6 +33,8 @@ export interface ClientRegistry {
   /** Validates RFC 7591 metadata and registers it; the secret is returned here and never again. */
   create(input: unknown, opts?: { clientId?: string }): Promise<{ client: RegisteredClient; clientSecret?: string }>;
   get(clientId: string): Promise<RegisteredClient | undefined>;
+  /** Creates or updates one of Custos's own clients (fixed id, no secret), e.g. the account pages. */
+  ensureInternal(clientId: string, input: unknown): Promise<void>;
   list(opts: { limit: number; after?: string }): Promise<RegisteredClient[]>;
   /** Provider-shaped metadata for an approved client, with the secret's hash in `client_secret`. */
   findForProvider(clientId: string): Promise<Record<string, unknown> | undefined>;
@@ -63,6 +65,14 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer): ClientRegi
         })
         .returning('*');
       return clientSecret ? { client: toClient(row), clientSecret } : { client: toClient(row) };
+    },
+    async ensureInternal(clientId, input) {
+      const metadata = clientMetadataSchema.parse(input);
+      if (needsSecret(metadata)) throw new Error('internal clients are public clients');
+      await db('clients')
+        .insert({ client_id: clientId, name: metadata.client_name, metadata, status: 'approved' })
+        .onConflict('client_id')
+        .merge({ name: metadata.client_name, metadata, updated_at: db.fn.now() });
     },
     async get(clientId) {
       if (!CLIENT_ID.test(clientId)) return undefined;

@@ -35,6 +35,8 @@ const envSchema = z.object({
   SESSION_TTL: seconds(300, 30 * 86400, 8 * 3600),
   INTERACTION_TTL: seconds(60, 3600, 1800),
   SIGNING_KEY_REFRESH_INTERVAL: seconds(1, 3600, 60),
+  ACCOUNT_IDLE_TIMEOUT: seconds(60, 3600, 900),
+  ACCOUNT_SESSION_TTL: seconds(300, 86400, 8 * 3600),
   ARGON2_MEMORY_KIB: z.coerce.number().int().min(1024).max(1024 * 1024).default(19456),
   ARGON2_TIME_COST: z.coerce.number().int().min(1).max(10).default(2),
   ARGON2_MAX_CONCURRENT: z.coerce.number().int().min(1).max(64).default(4),
@@ -68,6 +70,9 @@ export interface Config {
     readonly grant: number;
     readonly session: number;
     readonly interaction: number;
+    /** Account pages: idle timeout (automatic logoff) and absolute lifetime. */
+    readonly accountIdle: number;
+    readonly accountSession: number;
   };
   /** How often each instance checks the database for new or retired signing keys. */
   readonly signingKeyRefreshInterval: number;
@@ -138,6 +143,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       grant: Math.max(e.GRANT_TTL, e.REFRESH_TOKEN_TTL),
       session: e.SESSION_TTL,
       interaction: e.INTERACTION_TTL,
+      accountIdle: e.ACCOUNT_IDLE_TIMEOUT,
+      accountSession: e.ACCOUNT_SESSION_TTL,
     }),
     signingKeyRefreshInterval: e.SIGNING_KEY_REFRESH_INTERVAL,
     argon2: Object.freeze({

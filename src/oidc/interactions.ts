@@ -24,6 +24,8 @@ interface InteractionDeps {
   mfa: MfaRepository;
   mfaPolicy: MfaPolicy;
   launch: SmartLaunch;
+  /** Custos's own clients (the account pages): their consent is implied. */
+  firstPartyClients: readonly string[];
   views: Views;
   log: Logger;
   issuer: string;
@@ -72,7 +74,9 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   }
 
   async function showLogin(ctx: Context, d: Details, extra: Record<string, unknown> = {}, status = 200) {
-    page(ctx, 'login', { title: 'Sign in', client: await clientName(d), username: '', ...extra }, status);
+    // A login_hint (OIDC Core 3.1.2.1) fills in the username, e.g. when re-authenticating.
+    const hint = typeof d.params.login_hint === 'string' ? d.params.login_hint.slice(0, 64) : '';
+    page(ctx, 'login', { title: 'Sign in', client: await clientName(d), username: hint, ...extra }, status);
   }
 
   async function finishLogin(ctx: Context, accountId: string, result: { acr: string; amr: readonly string[] }) {
@@ -98,7 +102,12 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     if ((await mfa.status(account.id)).totp) {
       return page(ctx, 'second-factor', { title: 'Two-step verification', client, ...extra }, status);
     }
-    page(ctx, 'enrol-totp', { title: 'Set up two-step verification', client, ...(await enrolmentView(mfa, account, issuerName)), ...extra }, status);
+    page(
+      ctx,
+      'enrol-totp',
+      { title: 'Set up two-step verification', client, action: `/interaction/${d.uid}/enrol`, ...(await enrolmentView(mfa, account, issuerName)), ...extra },
+      status,
+    );
   }
 
   async function showConsent(ctx: Context, d: Details) {
@@ -138,7 +147,11 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       const account = await passwordPassed(ctx);
       return account ? showSecondFactor(ctx, d, account) : showLogin(ctx, d);
     }
-    if (d.prompt.name === 'consent') return showConsent(ctx, d);
+    if (d.prompt.name === 'consent') {
+      // Custos's own account pages only learn who signed in: nothing for the user to approve.
+      if (deps.firstPartyClients.includes(String(d.params.client_id)) && d.session?.accountId) return approve(ctx, d);
+      return showConsent(ctx, d);
+    }
     if (d.prompt.name === 'launch') return showPicker(ctx, d);
     throw badRequest(`unsupported interaction "${d.prompt.name}"`);
   });
@@ -239,9 +252,9 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     ctx.respond = false;
   });
 
-  router.post('/confirm', csrfToken({ secure }), ...forms, async (ctx) => {
-    const d = await details(ctx);
-    if (d.prompt.name !== 'consent' || !d.session?.accountId) throw badRequest('there is nothing to approve for this request');
+  /** Records the user's approval of everything this request is missing, and finishes it. */
+  async function approve(ctx: Context, d: Details) {
+    const accountId = d.session!.accountId;
     const prompt = d.prompt.details as {
       missingOIDCScope?: string[];
       missingOIDCClaims?: string[];
@@ -256,16 +269,22 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       ? ownGrant
         ? copyGrant(Grant, existing)
         : existing
-      : new Grant({ accountId: d.session.accountId, clientId: String(d.params.client_id) });
+      : new Grant({ accountId, clientId: String(d.params.client_id) });
     if (prompt.missingOIDCScope) grant.addOIDCScope(prompt.missingOIDCScope.join(' '));
     if (prompt.missingOIDCClaims) grant.addOIDCClaims(prompt.missingOIDCClaims);
     for (const [indicator, scopes] of Object.entries(prompt.missingResourceScopes ?? {})) {
       grant.addResourceScope(indicator, scopes.join(' '));
     }
     const grantId = await grant.save();
-    deps.log.info({ event: 'consent.granted', sub: d.session.accountId, client: d.params.client_id }, 'consent granted');
+    deps.log.info({ event: 'consent.granted', sub: accountId, client: d.params.client_id }, 'consent granted');
     await providers.current.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
     ctx.respond = false;
+  }
+
+  router.post('/confirm', csrfToken({ secure }), ...forms, async (ctx) => {
+    const d = await details(ctx);
+    if (d.prompt.name !== 'consent' || !d.session?.accountId) throw badRequest('there is nothing to approve for this request');
+    await approve(ctx, d);
   });
 
   router.post('/abort', csrfToken({ secure }), ...forms, async (ctx) => {
