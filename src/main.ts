@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { loadConfig, ConfigError, type Config } from './config/index.ts';
 import { openDatabase, closeDatabase, migrateLatest, databaseReachable, DatabaseBusyError, type Db } from './db/index.ts';
-import { createAccountRepository, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
+import { createAccountRepository, createLoginThrottle, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
 import { createClientRegistry, type ClientRegistry } from './clients/index.ts';
 import { deriveKey, ensureSigningKeys, loadSigningKeys, purgeRetiredSigningKeys } from './keys/index.ts';
 import {
@@ -80,6 +80,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       scope: 'openid',
     });
     let selfUrl = config.issuer;
+    const throttle = createLoginThrottle(config.database);
     const views = createViews({ cache: config.env === 'production' });
     const launch = smartLaunch({
       launches,
@@ -108,6 +109,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           accounts,
           mfa,
           mfaPolicy: config.mfa,
+          throttle,
           launch,
           firstPartyClients: [ACCOUNT_CLIENT_ID],
           views,
@@ -183,6 +185,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       async close() {
         clearInterval(cleanup);
         clearInterval(keyRefresh);
+        await throttle.close();
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await closeDatabase(db);

@@ -8,3 +8,4 @@ export {
 } from './account.ts';
 export { createPasswordHasher, type PasswordHasher, type PasswordHasherOptions } from './password-hasher.ts';
 export { createAccountRepository, UsernameTakenError, type AccountRepository } from './repository.ts';
+export { createLoginThrottle, type LoginThrottle, type LoginStep } from './login-throttle.ts';

@@ -16,13 +16,14 @@ import { describeScope } from '../smart/index.ts';
 import { copyGrant, type SmartLaunch } from './smart-launch.ts';
 import { enrolmentView, LOGIN_RESULTS, secondFactorState } from './second-factor.ts';
 import { requiredLevel, type MfaPolicy, type MfaRepository } from '../mfa/index.ts';
-import type { Account } from '../accounts/index.ts';
+import type { Account, LoginStep, LoginThrottle } from '../accounts/index.ts';
 
 interface InteractionDeps {
   providers: ProviderHost;
   accounts: AccountRepository;
   mfa: MfaRepository;
   mfaPolicy: MfaPolicy;
+  throttle: LoginThrottle;
   launch: SmartLaunch;
   /** Custos's own clients (the account pages): their consent is implied. */
   firstPartyClients: readonly string[];
@@ -77,6 +78,16 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     // A login_hint (OIDC Core 3.1.2.1) fills in the username, e.g. when re-authenticating.
     const hint = typeof d.params.login_hint === 'string' ? d.params.login_hint.slice(0, 64) : '';
     page(ctx, 'login', { title: 'Sign in', client: await clientName(d), username: hint, ...extra }, status);
+  }
+
+  /** Refuses the step while its failures are being throttled (429 with Retry-After). */
+  async function throttled(ctx: Context, d: Details, step: LoginStep, key: string, retryAfter: number) {
+    deps.log.warn({ event: 'login.throttled', step, uid: d.uid, ip: ctx.ip, retryAfter }, 'login step throttled');
+    ctx.set('Retry-After', String(retryAfter));
+    const message = `Too many failed attempts. Wait ${retryAfter} seconds, then try again.`;
+    if (step === 'password') return showLogin(ctx, d, { username: key, error: message }, 429);
+    const account = await passwordPassed(ctx);
+    return account ? showSecondFactor(ctx, d, account, { error: message }, 429) : showLogin(ctx, d, { error: message }, 429);
   }
 
   async function finishLogin(ctx: Context, accountId: string, result: { acr: string; amr: readonly string[] }) {
@@ -162,12 +173,19 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const body = ctx.request.body as Record<string, unknown>;
     const username = typeof body.username === 'string' ? body.username.trim().slice(0, 64) : '';
     const password = typeof body.password === 'string' ? body.password.slice(0, 256) : '';
+    // Throttled by the name typed, so unknown names are throttled exactly like real ones.
+    const throttleKey = username.toLowerCase();
+    const wait = await deps.throttle.retryAfter('password', throttleKey, ctx.ip);
+    if (wait > 0) return throttled(ctx, d, 'password', username, wait);
     const account = username && password ? await accounts.verifyCredentials(username, password) : undefined;
     if (!account) {
       // One message and one status whether the account exists, is disabled, or the password is wrong.
-      deps.log.info({ event: 'login.failure', uid: d.uid }, 'login failed');
+      deps.log.info({ event: 'login.failure', uid: d.uid, ip: ctx.ip }, 'login failed');
+      const lockout = await deps.throttle.failed('password', throttleKey, ctx.ip);
+      if (lockout > 0) return throttled(ctx, d, 'password', username, lockout);
       return showLogin(ctx, d, { username, error: 'The username or password is incorrect.' }, 401);
     }
+    await deps.throttle.succeeded('password', throttleKey);
     const status = await mfa.status(account.id);
     const needed = requiredLevel(
       { acrValues: d.params.acr_values as string | undefined, scope: d.params.scope as string | undefined, role: account.role },
@@ -187,21 +205,27 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const d = await details(ctx);
     const account = await passwordPassed(ctx);
     if (d.prompt.name !== 'login' || !account) throw badRequest('sign in with your password first; go back to the app and start again');
+    const wait = await deps.throttle.retryAfter('otp', account.id, ctx.ip);
+    if (wait > 0) return throttled(ctx, d, 'otp', account.id, wait);
     const body = ctx.request.body as Record<string, unknown>;
     const code = typeof body.code === 'string' ? body.code.replace(/\s/g, '').slice(0, 16) : '';
     const recovery = typeof body.recovery_code === 'string' ? body.recovery_code.slice(0, 32) : '';
     if (code && (await mfa.verifyTotp(account.id, code))) {
+      await deps.throttle.succeeded('otp', account.id);
       deps.log.info({ event: 'login.success', sub: account.id, uid: d.uid, acr: LOGIN_RESULTS.totp.acr }, 'login succeeded');
       return finishLogin(ctx, account.id, LOGIN_RESULTS.totp);
     }
     if (!code && recovery) {
       const left = await mfa.useRecoveryCode(account.id, recovery);
       if (left !== undefined) {
+        await deps.throttle.succeeded('otp', account.id);
         deps.log.warn({ event: 'mfa.recovery_code_used', sub: account.id, remaining: left }, 'recovery code used');
         return finishLogin(ctx, account.id, LOGIN_RESULTS.recoveryCode);
       }
     }
-    deps.log.info({ event: 'login.second_factor_failure', sub: account.id, uid: d.uid }, 'second factor failed');
+    deps.log.info({ event: 'login.second_factor_failure', sub: account.id, uid: d.uid, ip: ctx.ip }, 'second factor failed');
+    const lockout = await deps.throttle.failed('otp', account.id, ctx.ip);
+    if (lockout > 0) return throttled(ctx, d, 'otp', account.id, lockout);
     return showSecondFactor(ctx, d, account, { error: 'That code is not valid. Codes change every 30 seconds and work once.' }, 401);
   });
 
