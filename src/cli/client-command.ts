@@ -37,9 +37,10 @@ export function registerClient(program: Command, cli: CliContext): void {
     .option('--auth-method <method>', 'client_secret_basic (default), client_secret_post, private_key_jwt or none')
     .option('--scope <scope>', 'space-separated scopes the client may ask for')
     .option('--jwks-uri <uri>', 'where the client publishes its keys (private_key_jwt)')
+    .option('--minimum-acr <acr>', 'the weakest login the app accepts: urn:custos:acr:password or urn:custos:acr:mfa')
     .option('--json', 'print JSON')
     .action(async (opts: Record<string, unknown>) => {
-      const flagNames = ['name', 'redirectUri', 'postLogoutRedirectUri', 'grantType', 'authMethod', 'scope', 'jwksUri'];
+      const flagNames = ['name', 'redirectUri', 'postLogoutRedirectUri', 'grantType', 'authMethod', 'scope', 'jwksUri', 'minimumAcr'];
       let metadata: Record<string, unknown>;
       if (opts.file) {
         if (flagNames.some((f) => opts[f] !== undefined)) throw new CliError('use either --file or metadata flags, not both');
@@ -57,6 +58,7 @@ export function registerClient(program: Command, cli: CliContext): void {
             token_endpoint_auth_method: opts.authMethod,
             scope: opts.scope,
             jwks_uri: opts.jwksUri,
+            minimum_acr: opts.minimumAcr,
           }).filter(([, v]) => v !== undefined),
         );
       }

@@ -3,6 +3,7 @@
  * before anything is stored. Unknown or unsupported fields are refused, never silently dropped.
  */
 import { z } from 'zod';
+import { ACR_VALUES } from '../mfa/index.ts';
 
 export const AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'] as const;
 export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
@@ -54,6 +55,8 @@ export const clientMetadataSchema = z
     policy_uri: httpsUrl.optional(),
     tos_uri: httpsUrl.optional(),
     contacts: z.array(z.email()).max(10).optional(),
+    /** Set by admins only (never through dynamic registration): the weakest login this app accepts. */
+    minimum_acr: z.enum(ACR_VALUES).optional(),
   })
   .strict()
   .superRefine((m, ctx) => {

@@ -14,7 +14,12 @@ export function sessionLevelTooLow(accounts: AccountRepository, policy: MfaPolic
     const params = ctx.oidc.params as Record<string, unknown>;
     const account = await accounts.findById(session.accountId);
     const needed = requiredLevel(
-      { acrValues: params.acr_values as string | undefined, scope: params.scope as string | undefined, role: account?.role },
+      {
+        acrValues: params.acr_values as string | undefined,
+        scope: params.scope as string | undefined,
+        role: account?.role,
+        clientMinimumAcr: ctx.oidc.client?.metadata().minimum_acr as string | undefined,
+      },
       policy,
     );
     return levelOf(session.acr) < needed.level;

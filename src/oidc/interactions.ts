@@ -187,8 +187,14 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     }
     await deps.throttle.succeeded('password', throttleKey);
     const status = await mfa.status(account.id);
+    const client = await providers.current.Client.find(String(d.params.client_id));
     const needed = requiredLevel(
-      { acrValues: d.params.acr_values as string | undefined, scope: d.params.scope as string | undefined, role: account.role },
+      {
+        acrValues: d.params.acr_values as string | undefined,
+        scope: d.params.scope as string | undefined,
+        role: account.role,
+        clientMinimumAcr: client?.metadata().minimum_acr as string | undefined,
+      },
       deps.mfaPolicy,
     );
     if (!status.totp && needed.level < 2) {
@@ -220,7 +226,8 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       if (left !== undefined) {
         await deps.throttle.succeeded('otp', account.id);
         deps.log.warn({ event: 'mfa.recovery_code_used', sub: account.id, remaining: left }, 'recovery code used');
-        return finishLogin(ctx, account.id, LOGIN_RESULTS.recoveryCode);
+        passed.remember(ctx, d.uid, account.id, 'recovered');
+        return page(ctx, 'recovery-used', { title: 'Recovery code used', left, continueAction: `/interaction/${d.uid}/recovered` });
       }
     }
     deps.log.info({ event: 'login.second_factor_failure', sub: account.id, uid: d.uid, ip: ctx.ip }, 'second factor failed');
@@ -243,6 +250,15 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     passed.remember(ctx, d.uid, account.id, 'enrolled');
     deps.log.info({ event: 'mfa.totp_enrolled', sub: account.id }, 'TOTP enrolled at login');
     page(ctx, 'recovery-codes', { title: 'Save your recovery codes', client: await clientName(d), codes, continueAction: `/interaction/${d.uid}/enrolled` });
+  });
+
+  router.post('/recovered', csrfToken({ secure }), ...forms, async (ctx) => {
+    const d = await details(ctx);
+    const account = await passwordPassed(ctx);
+    if (d.prompt.name !== 'login' || !account || passed.recall(ctx)?.stage !== 'recovered') {
+      throw badRequest('sign in with your password first; go back to the app and start again');
+    }
+    return finishLogin(ctx, account.id, LOGIN_RESULTS.recoveryCode);
   });
 
   router.post('/enrolled', csrfToken({ secure }), ...forms, async (ctx) => {

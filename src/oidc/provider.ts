@@ -149,7 +149,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       return client.grantTypeAllowed('refresh_token') && (code.scopes.has('offline_access') || code.scopes.has('online_access'));
     },
     // The client's full scope ceiling, SMART resource scopes included (see the client registry).
-    extraClientMetadata: { properties: ['scope_ceiling'] },
+    extraClientMetadata: { properties: ['scope_ceiling', 'minimum_acr'] },
     // SMART Backend Services / client-confidential-asymmetric: an assertion lives at most five
     // minutes, and a `jku` header may only point at the client's registered jwks_uri (the
     // provider does not fetch keys from `jku`, but a mismatch is a forgery signal worth refusing).

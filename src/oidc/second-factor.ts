@@ -14,8 +14,11 @@ const PENDING_SECONDS = 300;
 
 export interface PasswordPassed {
   accountId: string;
-  /** `enrolled` once this interaction's enrolment proved the new factor with a valid code. */
-  stage: 'password' | 'enrolled';
+  /**
+   * `enrolled` once this interaction's enrolment proved the new factor with a valid code;
+   * `recovered` once a recovery code was accepted (the user is told how many remain).
+   */
+  stage: 'password' | 'enrolled' | 'recovered';
 }
 
 export function secondFactorState(opts: { secure: boolean }) {
@@ -36,7 +39,7 @@ export function secondFactorState(opts: { secure: boolean }) {
       const value = ctx.cookies.get(COOKIE, { signed: true });
       const [accountId, expires, stage] = value?.split('.') ?? [];
       if (!accountId || !expires || Number(expires) < Date.now() / 1000) return undefined;
-      if (stage !== 'password' && stage !== 'enrolled') return undefined;
+      if (stage !== 'password' && stage !== 'enrolled' && stage !== 'recovered') return undefined;
       return { accountId, stage };
     },
     forget(ctx: Context, uid: string) {

@@ -114,7 +114,10 @@ describe('login with a second factor', () => {
     const agent = new UserAgent();
     const { flow, next } = await passwordStep(agent, admin);
     const code = recoveryCodes[0]!.toLowerCase();
-    const ok = await agent.request(actionOf(next, 'otp'), { form: { _csrf: csrfTokenOf(next.body), recovery_code: code } });
+    const used = await agent.request(actionOf(next, 'otp'), { form: { _csrf: csrfTokenOf(next.body), recovery_code: code } });
+    assert.equal(used.status, 200);
+    assert.match(used.body, /You have <strong>9<\/strong> recovery codes left/);
+    const ok = await agent.request(actionOf(used, 'recovered'), { form: { _csrf: csrfTokenOf(used.body) } });
     const tokens = await finish(agent, ok, flow);
     assert.deepEqual(tokens.claims()!.amr, ['pwd', 'mfa']);
     const other = new UserAgent();
@@ -137,6 +140,18 @@ describe('login with a second factor', () => {
       assert.equal(next.status, 200);
       assert.match(next.body, /Set up two-step verification/, 'never silently downgraded to a password login');
     }
+  });
+
+  it('honours a client minimum ACR set by an admin', async () => {
+    const strict = await server.createClient({ client_name: 'Strict App', redirect_uris: [REDIRECT_URI], scope: 'openid', minimum_acr: ACR_MFA });
+    const strictConfig = await discover(server.issuer, strict.clientId, strict.clientSecret);
+    const viewer = await server.createAccount({ username: 'viewer', role: 'patient', fhirId: 'pat-v' });
+    const agent = new UserAgent();
+    const flow = await startCodeFlow(strictConfig, { scope: 'openid' });
+    const login = await agent.follow(flow.url.toString(), server.issuer);
+    const next = await agent.request(actionOf(login, 'login'), { form: { _csrf: csrfTokenOf(login.body), username: viewer.username, password: viewer.password } });
+    assert.match(next.body, /Set up two-step verification/);
+    assert.match(next.body, /the app requires it/);
   });
 
   it('re-authenticates an existing password session when a stronger level is asked for (step-up)', async () => {
