@@ -5,7 +5,7 @@
  */
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
-import { HttpError } from './errors.ts';
+import { HttpError, notFound } from './errors.ts';
 import type { Views } from './views.ts';
 
 /** Errors from body parsing and Koa's own `ctx.throw` carry `expose` and a 4xx status. */
@@ -29,7 +29,7 @@ export function errorHandler(log: Logger, views: Views) {
     try {
       await next();
       if (ctx.respond !== false && ctx.body === undefined) {
-        if (ctx.status === 404) throw new HttpError(404, 'not_found', 'the requested resource does not exist');
+        if (ctx.status === 404) throw notFound();
         if (ctx.status === 405) throw new HttpError(405, 'method_not_allowed', 'this method is not allowed here');
       }
     } catch (err) {

@@ -19,10 +19,5 @@ export class HttpError extends Error {
 }
 
 export const badRequest = (description: string) => new HttpError(400, 'invalid_request', description);
-export const forbidden = (description: string) => new HttpError(403, 'access_denied', description);
 export const notFound = (description = 'the requested resource does not exist') => new HttpError(404, 'not_found', description);
-export const methodNotAllowed = (allow: string[]) =>
-  new HttpError(405, 'method_not_allowed', 'this method is not allowed here', { Allow: allow.join(', ') });
 export const payloadTooLarge = () => new HttpError(413, 'invalid_request', 'the request body is too large');
-export const unsupportedMediaType = (expected: string) =>
-  new HttpError(415, 'invalid_request', `the request body must be ${expected}`);

@@ -15,10 +15,6 @@ export function levelOf(acr: string | undefined): number {
   return (acr && LEVEL[acr]) || 0;
 }
 
-export function acrFor(level: number): string {
-  return level >= 2 ? ACR_MFA : ACR_PASSWORD;
-}
-
 export interface MfaPolicy {
   /** Scopes that create, update or delete data need multi-factor. */
   writeScopesNeedMfa: boolean;
