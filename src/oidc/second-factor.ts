@@ -26,7 +26,8 @@ export function secondFactorState(opts: { secure: boolean }) {
   return {
     remember(ctx: Context, uid: string, accountId: string, stage: PasswordPassed['stage'] = 'password') {
       const expires = Math.floor(Date.now() / 1000) + PENDING_SECONDS;
-      ctx.cookies.set(COOKIE, `${accountId}.${expires}.${stage}`, {
+      // The interaction id is inside the signed value too: the cookie path alone binds nothing.
+      ctx.cookies.set(COOKIE, `${accountId}.${expires}.${stage}.${uid}`, {
         httpOnly: true,
         sameSite: 'lax',
         secure: opts.secure,
@@ -37,8 +38,9 @@ export function secondFactorState(opts: { secure: boolean }) {
     },
     recall(ctx: Context): PasswordPassed | undefined {
       const value = ctx.cookies.get(COOKIE, { signed: true });
-      const [accountId, expires, stage] = value?.split('.') ?? [];
+      const [accountId, expires, stage, uid] = value?.split('.') ?? [];
       if (!accountId || !expires || Number(expires) < Date.now() / 1000) return undefined;
+      if (uid !== ctx.params.uid) return undefined;
       if (stage !== 'password' && stage !== 'enrolled' && stage !== 'recovered') return undefined;
       return { accountId, stage };
     },
