@@ -110,6 +110,24 @@ describe('login with a second factor', () => {
     assert.equal(again.status, 401, 'a code is accepted once, across sessions too');
   });
 
+  it('does not carry a passed password step over to another sign-in', async () => {
+    const agent = new UserAgent();
+    const { next } = await passwordStep(agent, admin);
+    assert.match(next.body, /Two-step verification/);
+    const first = new URL(actionOf(next, 'otp')).pathname.replace(/\/otp$/, '');
+    const marker = (await agent.jar.getCookies(`${server.issuer}${first}`)).filter((c) => c.key.startsWith('custos_mfa'));
+    assert.equal(marker.length, 2, 'the marker and its signature');
+    // A second authorization in the same browser, with the first one's marker planted on its path.
+    const other = await startCodeFlow(config);
+    const login = await agent.follow(other.url.toString(), server.issuer);
+    const second = new URL(actionOf(login, 'login')).pathname.replace(/\/login$/, '');
+    for (const c of marker) await agent.jar.setCookie(`${c.key}=${c.value}; Path=${second}`, server.issuer);
+    const page = await agent.request(`${server.issuer}${second}`);
+    assert.match(page.body, /Sign in/, 'the password is asked again');
+    const otp = await agent.request(`${server.issuer}${second}/otp`, { form: { _csrf: csrfTokenOf(page.body), code: '123456' } });
+    assert.equal(otp.status, 400);
+  });
+
   it('accepts each recovery code once', async () => {
     const agent = new UserAgent();
     const { flow, next } = await passwordStep(agent, admin);
