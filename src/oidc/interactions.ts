@@ -252,24 +252,24 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     page(ctx, 'recovery-codes', { title: 'Save your recovery codes', client: await clientName(d), codes, continueAction: `/interaction/${d.uid}/enrolled` });
   });
 
-  router.post('/recovered', csrfToken({ secure }), ...forms, async (ctx) => {
-    const d = await details(ctx);
-    const account = await passwordPassed(ctx);
-    if (d.prompt.name !== 'login' || !account || passed.recall(ctx)?.stage !== 'recovered') {
-      throw badRequest('sign in with your password first; go back to the app and start again');
-    }
-    return finishLogin(ctx, account.id, LOGIN_RESULTS.recoveryCode);
-  });
+  /**
+   * The "continue" after a page shown between the second factor and the end of the login: it
+   * finishes only when this interaction really reached `stage`.
+   */
+  function continueAfter(stage: 'recovered' | 'enrolled', result: { acr: string; amr: readonly string[] }) {
+    return async (ctx: Context) => {
+      const d = await details(ctx);
+      const account = await passwordPassed(ctx);
+      if (d.prompt.name !== 'login' || !account || passed.recall(ctx)?.stage !== stage) {
+        throw badRequest('sign in with your password first; go back to the app and start again');
+      }
+      return finishLogin(ctx, account.id, result);
+    };
+  }
 
-  router.post('/enrolled', csrfToken({ secure }), ...forms, async (ctx) => {
-    const d = await details(ctx);
-    const account = await passwordPassed(ctx);
-    if (d.prompt.name !== 'login' || !account || passed.recall(ctx)?.stage !== 'enrolled') {
-      throw badRequest('sign in with your password first; go back to the app and start again');
-    }
-    // The code that activated the factor was this login's second factor.
-    return finishLogin(ctx, account.id, LOGIN_RESULTS.totp);
-  });
+  router.post('/recovered', csrfToken({ secure }), ...forms, continueAfter('recovered', LOGIN_RESULTS.recoveryCode));
+  // The code that activated the factor was this login's second factor.
+  router.post('/enrolled', csrfToken({ secure }), ...forms, continueAfter('enrolled', LOGIN_RESULTS.totp));
 
   router.post('/patient', csrfToken({ secure }), ...forms, async (ctx) => {
     const d = await details(ctx);
