@@ -23,6 +23,7 @@ import { createLaunchRepository, type LaunchRepository } from './smart/index.ts'
 import { demoRoutes } from './demo/index.ts';
 import { accountRoutes, ACCOUNT_CLIENT_ID } from './account/index.ts';
 import { createMfaRepository, type MfaRepository } from './mfa/index.ts';
+import { createAuditTrail, type AuditTrail } from './audit/index.ts';
 import { createApp } from './http/app.ts';
 import { createViews } from './http/views.ts';
 import { healthRoutes } from './http/health.ts';
@@ -37,6 +38,7 @@ export interface Services {
   clients: ClientRegistry;
   launches: LaunchRepository;
   mfa: MfaRepository;
+  audit: AuditTrail;
   log: Logger;
 }
 
@@ -52,7 +54,8 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   const clients = createClientRegistry(db, deriveKey(config.secrets.keyEncryptionKey, 'client-secret-hmac'));
   const kek = config.secrets.keyEncryptionKey;
   const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
-  return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, log };
+  const audit = createAuditTrail(db, { log });
+  return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, audit, log };
 }
 
 export interface RunningServer {
@@ -63,10 +66,12 @@ export interface RunningServer {
 }
 
 const CLEANUP_INTERVAL_MS = 10 * 60 * 1000;
+// New audit events join the hash chain within this time (see migrations/005_audit_trail.ts).
+const AUDIT_SEAL_INTERVAL_MS = 5_000;
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const services = await openServices(config, log);
-  const { db, accounts, clients, launches, mfa } = services;
+  const { db, accounts, clients, launches, mfa, audit } = services;
   try {
     const kek = config.secrets.keyEncryptionKey;
     const created = await ensureSigningKeys(db, kek);
@@ -114,6 +119,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           firstPartyClients: [ACCOUNT_CLIENT_ID],
           views,
           log,
+          audit,
           issuer: config.issuer,
         }),
         smartRoutes({
@@ -131,6 +137,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           mfa,
           views,
           log,
+          audit,
           idleTimeout: config.ttl.accountIdle,
           lifetime: config.ttl.accountSession,
         }),
@@ -161,6 +168,11 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     }, CLEANUP_INTERVAL_MS);
     cleanup.unref();
 
+    const sealer = setInterval(() => {
+      audit.seal().catch((err: unknown) => log.warn({ err }, 'sealing the audit trail failed'));
+    }, AUDIT_SEAL_INTERVAL_MS);
+    sealer.unref();
+
     // Pick up rotated and retired signing keys without a restart.
     const keyRefresh = setInterval(() => {
       loadSigningKeys(db, kek)
@@ -184,6 +196,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       services,
       async close() {
         clearInterval(cleanup);
+        clearInterval(sealer);
         clearInterval(keyRefresh);
         await throttle.close();
         server.closeAllConnections();

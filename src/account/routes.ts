@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import type { AccountRepository } from '../accounts/index.ts';
+import type { AuditTrail } from '../audit/index.ts';
 import { badRequest } from '../http/errors.ts';
 import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
@@ -29,6 +30,7 @@ interface AccountDeps {
   mfa: MfaRepository;
   views: Views;
   log: Logger;
+  audit: AuditTrail;
   idleTimeout: number;
   lifetime: number;
 }
@@ -151,7 +153,7 @@ export function accountRoutes(deps: AccountDeps): Router {
       );
     }
     const codes = await deps.mfa.regenerateRecoveryCodes(s.sub);
-    deps.log.info({ event: 'mfa.totp_enrolled', sub: s.sub }, 'TOTP enrolled from the account page');
+    await deps.audit.record({ type: 'mfa.totp_enrolled', outcome: 'success', actor: s.sub, ip: ctx.ip, details: { during: 'account_page' } });
     render(ctx, 'recovery-codes', { title: 'Save your recovery codes', codes, continueHref: '/account?done=totp' });
   });
 
@@ -159,7 +161,7 @@ export function accountRoutes(deps: AccountDeps): Router {
     if (!(await freshEnough(ctx))) return;
     const s = ctx.state.account as AccountSession;
     await deps.mfa.removeTotp(s.sub);
-    deps.log.warn({ event: 'mfa.totp_removed', sub: s.sub }, 'TOTP removed from the account page');
+    await deps.audit.record({ type: 'mfa.totp_removed', outcome: 'success', actor: s.sub, ip: ctx.ip });
     ctx.redirect('/account?done=removed');
   });
 
@@ -168,7 +170,7 @@ export function accountRoutes(deps: AccountDeps): Router {
     const s = ctx.state.account as AccountSession;
     if (!(await deps.mfa.status(s.sub)).totp) throw badRequest('set up two-step verification first');
     const codes = await deps.mfa.regenerateRecoveryCodes(s.sub);
-    deps.log.info({ event: 'mfa.recovery_codes_regenerated', sub: s.sub }, 'recovery codes regenerated');
+    await deps.audit.record({ type: 'mfa.recovery_codes_regenerated', outcome: 'success', actor: s.sub, ip: ctx.ip });
     render(ctx, 'recovery-codes', { title: 'Your new recovery codes', codes, continueHref: '/account?done=codes' });
   });
 

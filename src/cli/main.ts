@@ -10,6 +10,7 @@ import { registerUser } from './user-command.ts';
 import { registerClient } from './client-command.ts';
 import { registerKeys } from './keys-command.ts';
 import { registerDemo } from './demo-command.ts';
+import { registerAudit } from './audit-command.ts';
 
 /** Runs the CLI and returns its exit code (tests call this directly). */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
@@ -24,6 +25,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   registerClient(program, cli);
   registerKeys(program, cli);
   registerDemo(program, cli);
+  registerAudit(program, cli);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();

@@ -9,6 +9,7 @@ import { errors, type Provider } from 'oidc-provider';
 import type { ProviderHost } from './provider-host.ts';
 import type { Logger } from 'pino';
 import type { AccountRepository } from '../accounts/index.ts';
+import type { AuditTrail } from '../audit/index.ts';
 import { HttpError, badRequest } from '../http/errors.ts';
 import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
@@ -29,6 +30,7 @@ interface InteractionDeps {
   firstPartyClients: readonly string[];
   views: Views;
   log: Logger;
+  audit: AuditTrail;
   issuer: string;
 }
 
@@ -82,7 +84,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   /** Refuses the step while its failures are being throttled (429 with Retry-After). */
   async function throttled(ctx: Context, d: Details, step: LoginStep, key: string, retryAfter: number) {
-    deps.log.warn({ event: 'login.throttled', step, uid: d.uid, ip: ctx.ip, retryAfter }, 'login step throttled');
+    await deps.audit.record({ type: 'login.throttled', outcome: 'denied', actor: step === 'otp' ? key : undefined, clientId: String(d.params.client_id), ip: ctx.ip, details: { step, retry_after: retryAfter } });
     ctx.set('Retry-After', String(retryAfter));
     const message = `Too many failed attempts. Wait ${retryAfter} seconds, then try again.`;
     if (step === 'password') return showLogin(ctx, d, { username: key, error: message }, 429);
@@ -180,7 +182,8 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const account = username && password ? await accounts.verifyCredentials(username, password) : undefined;
     if (!account) {
       // One message and one status whether the account exists, is disabled, or the password is wrong.
-      deps.log.info({ event: 'login.failure', uid: d.uid, ip: ctx.ip }, 'login failed');
+      // The typed name is not stored: it is often a password typed into the wrong field.
+      await deps.audit.record({ type: 'login.failure', outcome: 'failure', clientId: String(d.params.client_id), ip: ctx.ip, details: { step: 'password' } });
       const lockout = await deps.throttle.failed('password', throttleKey, ctx.ip);
       if (lockout > 0) return throttled(ctx, d, 'password', username, lockout);
       return showLogin(ctx, d, { username, error: 'The username or password is incorrect.' }, 401);
@@ -198,11 +201,11 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       deps.mfaPolicy,
     );
     if (!status.totp && needed.level < 2) {
-      deps.log.info({ event: 'login.success', sub: account.id, uid: d.uid, acr: LOGIN_RESULTS.password.acr }, 'login succeeded');
+      await deps.audit.record({ type: 'login.success', outcome: 'success', actor: account.id, clientId: String(d.params.client_id), ip: ctx.ip, details: { acr: LOGIN_RESULTS.password.acr } });
       return finishLogin(ctx, account.id, LOGIN_RESULTS.password);
     }
     // The password was right; the second step decides. Never downgrade when policy wants MFA.
-    deps.log.info({ event: 'login.password_ok', sub: account.id, uid: d.uid, enrol: !status.totp, reasons: needed.reasons }, 'second factor needed');
+    deps.log.debug({ sub: account.id, uid: d.uid, enrol: !status.totp, reasons: needed.reasons }, 'second factor needed');
     passed.remember(ctx, d.uid, account.id);
     return showSecondFactor(ctx, d, account, { reasons: needed.reasons });
   });
@@ -218,19 +221,19 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const recovery = typeof body.recovery_code === 'string' ? body.recovery_code.slice(0, 32) : '';
     if (code && (await mfa.verifyTotp(account.id, code))) {
       await deps.throttle.succeeded('otp', account.id);
-      deps.log.info({ event: 'login.success', sub: account.id, uid: d.uid, acr: LOGIN_RESULTS.totp.acr }, 'login succeeded');
+      await deps.audit.record({ type: 'login.success', outcome: 'success', actor: account.id, clientId: String(d.params.client_id), ip: ctx.ip, details: { acr: LOGIN_RESULTS.totp.acr } });
       return finishLogin(ctx, account.id, LOGIN_RESULTS.totp);
     }
     if (!code && recovery) {
       const left = await mfa.useRecoveryCode(account.id, recovery);
       if (left !== undefined) {
         await deps.throttle.succeeded('otp', account.id);
-        deps.log.warn({ event: 'mfa.recovery_code_used', sub: account.id, remaining: left }, 'recovery code used');
+        await deps.audit.record({ type: 'mfa.recovery_code_used', outcome: 'success', actor: account.id, clientId: String(d.params.client_id), ip: ctx.ip, details: { remaining: left } });
         passed.remember(ctx, d.uid, account.id, 'recovered');
         return page(ctx, 'recovery-used', { title: 'Recovery code used', left, continueAction: `/interaction/${d.uid}/recovered` });
       }
     }
-    deps.log.info({ event: 'login.second_factor_failure', sub: account.id, uid: d.uid, ip: ctx.ip }, 'second factor failed');
+    await deps.audit.record({ type: 'login.failure', outcome: 'failure', actor: account.id, clientId: String(d.params.client_id), ip: ctx.ip, details: { step: code ? 'totp' : 'recovery_code' } });
     const lockout = await deps.throttle.failed('otp', account.id, ctx.ip);
     if (lockout > 0) return throttled(ctx, d, 'otp', account.id, lockout);
     return showSecondFactor(ctx, d, account, { error: 'That code is not valid. Codes change every 30 seconds and work once.' }, 401);
@@ -248,7 +251,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     }
     const codes = await mfa.regenerateRecoveryCodes(account.id);
     passed.remember(ctx, d.uid, account.id, 'enrolled');
-    deps.log.info({ event: 'mfa.totp_enrolled', sub: account.id }, 'TOTP enrolled at login');
+    await deps.audit.record({ type: 'mfa.totp_enrolled', outcome: 'success', actor: account.id, clientId: String(d.params.client_id), ip: ctx.ip, details: { during: 'login' } });
     page(ctx, 'recovery-codes', { title: 'Save your recovery codes', client: await clientName(d), codes, continueAction: `/interaction/${d.uid}/enrolled` });
   });
 
@@ -282,7 +285,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     if (encounter && !/^[A-Za-z0-9\-.]{1,64}$/.test(encounter)) {
       return showPicker(ctx, d, { error: 'An encounter id has 1-64 letters, digits, "-" or ".".' }, 400);
     }
-    deps.log.info({ event: 'launch.patient_selected', client: d.params.client_id }, 'patient chosen for launch');
+    await deps.audit.record({ type: 'launch.patient_selected', outcome: 'success', actor: d.session?.accountId, clientId: String(d.params.client_id), patientId, ip: ctx.ip, details: encounter ? { encounter } : {} });
     await providers.current.interactionFinished(
       ctx.req,
       ctx.res,
@@ -316,7 +319,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       grant.addResourceScope(indicator, scopes.join(' '));
     }
     const grantId = await grant.save();
-    deps.log.info({ event: 'consent.granted', sub: accountId, client: d.params.client_id }, 'consent granted');
+    await deps.audit.record({ type: 'consent.granted', outcome: 'success', actor: accountId, clientId: String(d.params.client_id), ip: ctx.ip, details: { grant: grantId } });
     await providers.current.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
     ctx.respond = false;
   }
