@@ -14,6 +14,7 @@ import type { Views } from '../http/views.ts';
 import { createKnexAdapter } from './adapter.ts';
 import { smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
 import type { SmartLaunch } from './smart-launch.ts';
+import type { ConsentTokens } from './consent-tokens.ts';
 import { createFhirServers, STATIC_SCOPES } from '../smart/index.ts';
 import { ACR_VALUES } from '../mfa/index.ts';
 
@@ -30,6 +31,7 @@ export interface ProviderDeps {
   accounts: AccountRepository;
   clients: ClientRegistry;
   launch: SmartLaunch;
+  consentTokens: ConsentTokens;
   /** Decides whether the session's authentication level is enough for the request. */
   levelCheck: (ctx: KoaContextWithOIDC) => Promise<boolean>;
   views: Views;
@@ -142,7 +144,13 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     },
     extraParams: smartExtraParams(fhirServers, launch.launchParam),
     loadExistingGrant: launch.loadExistingGrant,
-    extraTokenClaims: launch.extraTokenClaims as Configuration['extraTokenClaims'],
+    // Launch context and how the user signed in, then the consent that allows the token (which
+    // refuses it when the patient's consent no longer does).
+    async extraTokenClaims(ctx, token) {
+      const context = await launch.extraTokenClaims(ctx, token as { grantId?: string; accountId?: string });
+      const consent = await deps.consentTokens.claims(ctx, token as { accountId?: string; clientId?: string });
+      return context || consent ? { ...context, ...consent } : undefined;
+    },
     // Refresh tokens for offline_access (lasting REFRESH_TOKEN_TTL) and for online_access (ending
     // with the user's session, which expiresWithSession's default already does).
     async issueRefreshToken(_ctx, client, code) {
@@ -224,7 +232,11 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
 
   provider.use(async (ctx, next) => {
     await next();
-    if (ctx.oidc?.route === 'token') await launch.decorateTokenResponse(ctx as KoaContextWithOIDC);
+    if (ctx.oidc?.route === 'token') {
+      await launch.decorateTokenResponse(ctx as KoaContextWithOIDC);
+      deps.consentTokens.decorateTokenResponse(ctx as KoaContextWithOIDC);
+    }
+    if (ctx.oidc?.route === 'introspection') await deps.consentTokens.decorateIntrospection(ctx as KoaContextWithOIDC);
   });
 
   // The provider answers clients with safe, generic errors; the specifics go to our log only.
