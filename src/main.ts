@@ -112,7 +112,7 @@ export async function startServer(
     const levelCheck = sessionLevelTooLow(accounts, config.mfa);
     const tokensObeyConsent = consentTokens({ consents, accounts, firstPartyClients: [ACCOUNT_CLIENT_ID] });
     const providers = createProviderHost(
-      (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, levelCheck, views, log }, jwks),
+      (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
@@ -157,6 +157,8 @@ export async function startServer(
           views,
           log,
           audit,
+          consents,
+          clients,
           idleTimeout: config.ttl.accountIdle,
           lifetime: config.ttl.accountSession,
         }),

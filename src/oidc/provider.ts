@@ -15,6 +15,8 @@ import { createKnexAdapter } from './adapter.ts';
 import { smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
 import type { SmartLaunch } from './smart-launch.ts';
 import type { ConsentTokens } from './consent-tokens.ts';
+import { tokenAudit } from './token-audit.ts';
+import type { AuditTrail } from '../audit/index.ts';
 import { createFhirServers, STATIC_SCOPES } from '../smart/index.ts';
 import { ACR_VALUES } from '../mfa/index.ts';
 
@@ -32,6 +34,7 @@ export interface ProviderDeps {
   clients: ClientRegistry;
   launch: SmartLaunch;
   consentTokens: ConsentTokens;
+  audit: AuditTrail;
   /** Decides whether the session's authentication level is enough for the request. */
   levelCheck: (ctx: KoaContextWithOIDC) => Promise<boolean>;
   views: Views;
@@ -230,13 +233,20 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     return Promise.resolve(Boolean(this.clientSecret) && clients.verifySecret(this.clientSecret!, actual));
   };
 
+  const audited = tokenAudit(deps.audit);
   provider.use(async (ctx, next) => {
     await next();
+    const oidcCtx = ctx as KoaContextWithOIDC;
     if (ctx.oidc?.route === 'token') {
-      await launch.decorateTokenResponse(ctx as KoaContextWithOIDC);
-      deps.consentTokens.decorateTokenResponse(ctx as KoaContextWithOIDC);
+      await launch.decorateTokenResponse(oidcCtx);
+      deps.consentTokens.decorateTokenResponse(oidcCtx);
+      await audited.afterToken(oidcCtx);
     }
-    if (ctx.oidc?.route === 'introspection') await deps.consentTokens.decorateIntrospection(ctx as KoaContextWithOIDC);
+    if (ctx.oidc?.route === 'introspection') {
+      await deps.consentTokens.decorateIntrospection(oidcCtx);
+      await audited.afterIntrospection(oidcCtx);
+    }
+    if (ctx.oidc?.route === 'revocation') await audited.afterRevocation(oidcCtx);
   });
 
   // The provider answers clients with safe, generic errors; the specifics go to our log only.
@@ -247,6 +257,12 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     deps.log.info({ event, error: err.message, detail: err.error_detail, client: ctx.oidc?.client?.clientId }, 'request refused');
   };
   provider.on('grant.error', logRefusal('grant.error'));
+  const auditRefusal = (route: string) => (ctx: KoaContextWithOIDC, err: Error & { error?: string }) => {
+    audited.refused(ctx, route, err).catch((e: unknown) => deps.log.error({ err: e }, 'could not audit a refused request'));
+  };
+  provider.on('grant.error', auditRefusal('token'));
+  provider.on('introspection.error', auditRefusal('introspection'));
+  provider.on('revocation.error', auditRefusal('revocation'));
   provider.on('authorization.error', logRefusal('authorization.error'));
   provider.on('introspection.error', logRefusal('introspection.error'));
   provider.on('revocation.error', logRefusal('revocation.error'));
