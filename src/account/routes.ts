@@ -82,7 +82,8 @@ export function accountRoutes(deps: AccountDeps): Router {
 
   async function requireSession(ctx: Context, next: Next) {
     const session = sessions.current(ctx);
-    if (!session) return signIn(ctx);
+    // After signing in, come back to the page that was asked for.
+    if (!session) return signIn(ctx, ctx.method === 'GET' ? { returnTo: ctx.path } : {});
     ctx.state.account = session;
     await next();
   }
