@@ -7,3 +7,4 @@ export { smartRoutes } from './smart-routes.ts';
 export { sessionLevelTooLow } from './authentication-level.ts';
 export { consentTokens, type ConsentTokens } from './consent-tokens.ts';
 export { grantStore } from './grant-store.ts';
+export { consentApiRoutes } from './consent-api.ts';

@@ -174,6 +174,16 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       }
     },
     responseTypes: ['code'],
+    formats: {
+      customizers: {
+        // oidc-provider writes `authorization_details` only from its own RAR feature; put the
+        // consent's entry (RFC 9396) into JWT access tokens ourselves.
+        async jwt(_ctx, token, jwt) {
+          const details = (token as { extra?: Record<string, unknown> }).extra?.authorization_details;
+          if (details) jwt.payload.authorization_details = details;
+        },
+      },
+    },
     // SMART's authorize-post: the session cookie must then be SameSite=None, which needs https.
     enableHttpPostMethods: secure,
     pkce: { required: () => true },
