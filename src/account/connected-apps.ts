@@ -125,7 +125,14 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
   router.get('/apps', csrf, deps.requireSession, async (ctx) => {
     const s = session(ctx);
     const list = await consents.repo.listForPatient(s.sub, LIST_LIMIT);
-    const apps = await Promise.all(list.map(async (c) => summary(c, await appName(c.clientId))));
+    const apps = await Promise.all(
+      list.map(async (c) => {
+        const last = c.patientFhirId
+          ? (await deps.audit.list({ clientId: c.clientId, patientId: c.patientFhirId, type: 'token.' }, { limit: 1 })).events[0]
+          : undefined;
+        return { ...summary(c, await appName(c.clientId)), lastUsed: last ? day(last.occurredAt) : null };
+      }),
+    );
     deps.render(ctx, 'connected-apps', {
       title: 'Connected apps',
       apps,
