@@ -19,6 +19,7 @@ import {
   smartLaunch,
   smartRoutes,
   consentTokens,
+  consentApiRoutes,
   grantStore,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
@@ -149,6 +150,7 @@ export async function startServer(
           clients,
           launches,
         }),
+        consentApiRoutes({ issuer: config.issuer, providers, consents, clients, audit }),
         accountRoutes({
           issuer: config.issuer,
           selfUrl: () => selfUrl,
