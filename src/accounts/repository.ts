@@ -43,6 +43,7 @@ export class UsernameTakenError extends Error {
 export interface AccountRepository {
   create(input: NewAccount): Promise<Account>;
   findById(id: string): Promise<Account | undefined>;
+  findByUsername(username: string): Promise<Account | undefined>;
   /** Returns the account only when the password matches and the account is enabled. */
   verifyCredentials(username: string, password: string): Promise<Account | undefined>;
   list(opts: { limit: number; after?: string }): Promise<Account[]>;
@@ -51,7 +52,17 @@ export interface AccountRepository {
   searchPatients(query: string, limit: number): Promise<Account[]>;
   /** The enabled patient account linked to a FHIR Patient id. */
   findPatientByFhirId(fhirPatientId: string): Promise<Account | undefined>;
+  /** The enabled patients `accountId` may act for, at most `limit`. */
+  representedPatients(accountId: string, limit: number): Promise<{ account: Account; relationship: Relationship }[]>;
+  /** Whether `accountId` may act for the patient with this FHIR Patient id (themselves included). */
+  mayActFor(accountId: string, fhirPatientId: string): Promise<boolean>;
+  addRepresentative(representativeId: string, patientId: string, relationship: Relationship): Promise<void>;
+  /** Returns whether a link was removed. */
+  removeRepresentative(representativeId: string, patientId: string): Promise<boolean>;
 }
+
+export const RELATIONSHIPS = ['parent', 'guardian', 'caregiver', 'other'] as const;
+export type Relationship = (typeof RELATIONSHIPS)[number];
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -95,6 +106,10 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
       if (after) q.where('username', '>', after);
       return (await q).map(toAccount);
     },
+    async findByUsername(username) {
+      const row = await db('accounts').select(PUBLIC_COLUMNS).whereRaw('lower(username) = lower(?)', [username.slice(0, 64)]).first();
+      return row ? toAccount(row) : undefined;
+    },
     async searchPatients(query, limit) {
       const pattern = `%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       const rows = await db('accounts')
@@ -110,6 +125,41 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
     async findPatientByFhirId(fhirPatientId) {
       const row = await db('accounts').select(PUBLIC_COLUMNS).where({ role: 'patient', fhir_patient_id: fhirPatientId }).whereNull('disabled_at').first();
       return row ? toAccount(row) : undefined;
+    },
+    async representedPatients(accountId, limit) {
+      if (!UUID.test(accountId)) return [];
+      const rows = await db('representatives as r')
+        .join('accounts as a', 'a.id', 'r.patient_account_id')
+        .where('r.representative_account_id', accountId)
+        .where('a.role', 'patient')
+        .whereNull('a.disabled_at')
+        .orderBy('a.display_name')
+        .orderBy('a.username')
+        .limit(limit)
+        .select(...PUBLIC_COLUMNS.map((c) => `a.${c}`), 'r.relationship');
+      return rows.map((r: AccountRow & { relationship: Relationship }) => ({ account: toAccount(r), relationship: r.relationship }));
+    },
+    async mayActFor(accountId, fhirPatientId) {
+      if (!UUID.test(accountId)) return false;
+      const own = await db('accounts').where({ id: accountId, role: 'patient', fhir_patient_id: fhirPatientId }).whereNull('disabled_at').first('id');
+      if (own) return true;
+      const link = await db('representatives as r')
+        .join('accounts as a', 'a.id', 'r.patient_account_id')
+        .where('r.representative_account_id', accountId)
+        .where({ 'a.fhir_patient_id': fhirPatientId, 'a.role': 'patient' })
+        .whereNull('a.disabled_at')
+        .first('a.id');
+      return Boolean(link);
+    },
+    async addRepresentative(representativeId, patientId, relationship) {
+      await db('representatives')
+        .insert({ representative_account_id: representativeId, patient_account_id: patientId, relationship })
+        .onConflict(['representative_account_id', 'patient_account_id'])
+        .merge(['relationship']);
+    },
+    async removeRepresentative(representativeId, patientId) {
+      const removed = await db('representatives').where({ representative_account_id: representativeId, patient_account_id: patientId }).delete(['patient_account_id']);
+      return removed.length > 0;
     },
     async countByRole(role) {
       const rows = await db('accounts').where({ role }).count<{ count: string }[]>({ count: '*' });

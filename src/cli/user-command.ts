@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { newAccountSchema, ROLES, type Account } from '../accounts/index.ts';
+import { newAccountSchema, RELATIONSHIPS, ROLES, type Account, type Relationship } from '../accounts/index.ts';
 import { UsernameTakenError } from '../accounts/index.ts';
 import { CliError, pageLimit, readAll, table, type CliContext } from './context.ts';
 
@@ -58,6 +58,46 @@ export function registerUser(program: Command, cli: CliContext): void {
           if (err instanceof UsernameTakenError) throw new CliError(err.message);
           throw err;
         }
+      });
+    });
+
+  user
+    .command('represent <representative> <patient>')
+    .description('let one patient account act for another (a parent for a child, a guardian, a caregiver): pick their record and give or revoke consent for it')
+    .option('--relationship <relationship>', `one of ${RELATIONSHIPS.join(', ')}`, 'other')
+    .option('--remove', 'end the representation instead')
+    .option('--json', 'print JSON')
+    .action(async (repName: string, patientName: string, opts: { relationship: string; remove?: boolean; json?: boolean }) => {
+      if (!(RELATIONSHIPS as readonly string[]).includes(opts.relationship)) {
+        throw new CliError(`--relationship must be one of ${RELATIONSHIPS.join(', ')}`);
+      }
+      await cli.withServices(async ({ accounts, audit }) => {
+        const rep = await accounts.findByUsername(repName);
+        const patient = await accounts.findByUsername(patientName);
+        if (!rep || rep.role !== 'patient') throw new CliError(`"${repName}" is not a patient account`);
+        if (!patient || patient.role !== 'patient') throw new CliError(`"${patientName}" is not a patient account`);
+        if (rep.id === patient.id) throw new CliError('an account always acts for itself');
+        const actor = `cli:${cli.io.env.USER ?? 'unknown'}`;
+        if (opts.remove) {
+          const removed = await accounts.removeRepresentative(rep.id, patient.id);
+          if (!removed) throw new CliError(`"${repName}" does not represent "${patientName}"`);
+          await audit.record({ type: 'account.representative_removed', outcome: 'success', actor, patientId: patient.fhirPatientId ?? undefined, details: { representative: rep.id } });
+          cli.print(Boolean(opts.json), { representative: rep.username, patient: patient.username, removed: true }, `"${repName}" no longer acts for "${patientName}"`);
+          return;
+        }
+        await accounts.addRepresentative(rep.id, patient.id, opts.relationship as Relationship);
+        await audit.record({
+          type: 'account.representative_added',
+          outcome: 'success',
+          actor,
+          patientId: patient.fhirPatientId ?? undefined,
+          details: { representative: rep.id, relationship: opts.relationship },
+        });
+        cli.print(
+          Boolean(opts.json),
+          { representative: rep.username, patient: patient.username, relationship: opts.relationship },
+          `"${repName}" (${opts.relationship}) may now act for "${patientName}"`,
+        );
       });
     });
 

@@ -7,11 +7,13 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { AccountRepository } from '../accounts/index.ts';
 import { consentDetails, effectiveStatus, type Consent, type ConsentService } from '../consent/index.ts';
-import { isResourceScope, splitScopes } from '../smart/index.ts';
+import { isResourceScope, splitScopes, type LaunchRepository } from '../smart/index.ts';
 
 export interface ConsentTokenDeps {
   consents: ConsentService;
   accounts: AccountRepository;
+  /** Where each grant's launch context (its patient) is kept. */
+  launches: LaunchRepository;
   /** Custos's own clients (the account pages) need no consent record. */
   firstPartyClients: readonly string[];
 }
@@ -35,10 +37,16 @@ export function consentTokens(deps: ConsentTokenDeps) {
    * Consent claims for a token about to be issued; refuses it (`invalid_grant`) when a patient's
    * consent does not allow it any more.
    */
-  async function claims(ctx: KoaContextWithOIDC, token: { accountId?: string; clientId?: string }): Promise<Record<string, unknown> | undefined> {
+  /** The consent for a grant: the account's, for the app, about the grant's patient. */
+  async function consentFor(accountId: string, clientId: string, grantId: string | undefined) {
+    const patient = grantId ? (await deps.launches.forGrant(grantId))?.patient : undefined;
+    return consents.forGrant(accountId, clientId, patient);
+  }
+
+  async function claims(ctx: KoaContextWithOIDC, token: { accountId?: string; clientId?: string; grantId?: string }): Promise<Record<string, unknown> | undefined> {
     const { accountId, clientId } = token;
     if (!accountId || !clientId || deps.firstPartyClients.includes(clientId)) return undefined;
-    const found = await consents.forGrant(accountId, clientId);
+    const found = await consentFor(accountId, clientId, token.grantId);
     if (!found) {
       // Practitioners and admins act under their organisation's rules; a patient always has a consent.
       const account = await deps.accounts.findById(accountId);
@@ -61,9 +69,10 @@ export function consentTokens(deps: ConsentTokenDeps) {
    * ended (or never existed), so the consent page asks again instead of issuing a code whose
    * tokens would be refused.
    */
-  async function grantStillConsented(accountId: string | undefined, clientId: string | undefined): Promise<boolean> {
+  async function grantStillConsented(grant: { accountId?: string; clientId?: string; jti: string }): Promise<boolean> {
+    const { accountId, clientId } = grant;
     if (!accountId || !clientId || deps.firstPartyClients.includes(clientId)) return true;
-    const found = await consents.forGrant(accountId, clientId);
+    const found = await consentFor(accountId, clientId, grant.jti);
     if (found) return found.status === 'active';
     return (await deps.accounts.findById(accountId))?.role !== 'patient';
   }

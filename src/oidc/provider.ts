@@ -149,14 +149,14 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     async loadExistingGrant(ctx) {
       const grant = await launch.loadExistingGrant(ctx);
       // A grant whose consent has ended is not reused: the patient is asked again.
-      if (grant && !(await deps.consentTokens.grantStillConsented(grant.accountId, grant.clientId))) return undefined;
+      if (grant && !(await deps.consentTokens.grantStillConsented(grant))) return undefined;
       return grant;
     },
     // Launch context and how the user signed in, then the consent that allows the token (which
     // refuses it when the patient's consent no longer does).
     async extraTokenClaims(ctx, token) {
       const context = await launch.extraTokenClaims(ctx, token as { grantId?: string; accountId?: string });
-      const consent = await deps.consentTokens.claims(ctx, token as { accountId?: string; clientId?: string });
+      const consent = await deps.consentTokens.claims(ctx, token as { accountId?: string; clientId?: string; grantId?: string });
       return context || consent ? { ...context, ...consent } : undefined;
     },
     // Refresh tokens for offline_access (lasting REFRESH_TOKEN_TTL) and for online_access (ending
