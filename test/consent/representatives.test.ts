@@ -5,7 +5,7 @@ import { text } from 'node:stream/consumers';
 import { startTestServer, testEnv, type TestServer } from '../helpers/server.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
-import { UserAgent, authorize, csrfTokenOf, formActionOf, formDefaults, type PageResponse } from '../helpers/browserless.ts';
+import { UserAgent, csrfTokenOf, formActionOf, formDefaults, type PageResponse } from '../helpers/browserless.ts';
 import { runCli } from '../../src/cli/main.ts';
 import type { ConsentDetailsEntry } from '../../src/consent/index.ts';
 
