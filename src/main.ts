@@ -13,6 +13,7 @@ import { deriveKey, ensureSigningKeys, loadSigningKeys, purgeRetiredSigningKeys 
 import {
   buildProvider,
   createProviderHost,
+  deleteClientPayloads,
   deleteExpiredPayloads,
   interactionRoutes,
   sessionLevelTooLow,
@@ -51,10 +52,14 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     throw err;
   }
   const accounts = createAccountRepository(db, createPasswordHasher(config.argon2));
-  const clients = createClientRegistry(db, deriveKey(config.secrets.keyEncryptionKey, 'client-secret-hmac'));
+  const audit = createAuditTrail(db, { log });
+  const clients = createClientRegistry(db, deriveKey(config.secrets.keyEncryptionKey, 'client-secret-hmac'), {
+    audit,
+    caps: { accessToken: config.ttl.accessToken, refreshToken: config.ttl.refreshToken },
+    revokeArtifacts: deleteClientPayloads,
+  });
   const kek = config.secrets.keyEncryptionKey;
   const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
-  const audit = createAuditTrail(db, { log });
   return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, audit, log };
 }
 
