@@ -8,11 +8,13 @@ import type { Logger } from 'pino';
 import { loadConfig, ConfigError, type Config } from './config/index.ts';
 import { openDatabase, closeDatabase, migrateLatest, databaseReachable, DatabaseBusyError, type Db } from './db/index.ts';
 import { createAccountRepository, createLoginThrottle, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
-import { createClientRegistry, type ClientRegistry } from './clients/index.ts';
+import { createClientRegistry, createInitialAccessTokens, type ClientRegistry, type InitialAccessTokens } from './clients/index.ts';
+import { adminApiRoutes, adminPages, createAccountAdmin, dcrRoutes, ADMIN_CLIENT_ID, type AccountAdmin } from './admin/index.ts';
 import { deriveKey, ensureSigningKeys, loadSigningKeys, purgeRetiredSigningKeys } from './keys/index.ts';
 import {
   buildProvider,
   createProviderHost,
+  deleteAccountPayloads,
   deleteClientPayloads,
   deleteExpiredPayloads,
   interactionRoutes,
@@ -40,6 +42,8 @@ export interface Services {
   launches: LaunchRepository;
   mfa: MfaRepository;
   audit: AuditTrail;
+  accountAdmin: AccountAdmin;
+  initialTokens: InitialAccessTokens;
   log: Logger;
 }
 
@@ -60,7 +64,9 @@ export async function openServices(config: Config, log: Logger): Promise<Service
   });
   const kek = config.secrets.keyEncryptionKey;
   const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
-  return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, audit, log };
+  const accountAdmin = createAccountAdmin({ db, accounts, mfa, audit, revokeArtifacts: deleteAccountPayloads });
+  const initialTokens = createInitialAccessTokens(db, deriveKey(kek, 'initial-access-token-hmac'), audit);
+  return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, audit, accountAdmin, initialTokens, log };
 }
 
 export interface RunningServer {
@@ -76,7 +82,7 @@ const AUDIT_SEAL_INTERVAL_MS = 5_000;
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const services = await openServices(config, log);
-  const { db, accounts, clients, launches, mfa, audit } = services;
+  const { db, accounts, clients, launches, mfa, audit, accountAdmin, initialTokens } = services;
   try {
     const kek = config.secrets.keyEncryptionKey;
     const created = await ensureSigningKeys(db, kek);
@@ -88,6 +94,15 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       grant_types: ['authorization_code'],
       token_endpoint_auth_method: 'none',
       scope: 'openid',
+    });
+    // So do the admin pages (always with the second factor).
+    await clients.ensureInternal(ADMIN_CLIENT_ID, {
+      client_name: 'Custos administration',
+      redirect_uris: [`${config.issuer}/admin/callback`],
+      grant_types: ['authorization_code'],
+      token_endpoint_auth_method: 'none',
+      scope: 'openid',
+      minimum_acr: 'urn:custos:acr:mfa',
     });
     let selfUrl = config.issuer;
     const throttle = createLoginThrottle(config.database);
@@ -121,7 +136,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           mfaPolicy: config.mfa,
           throttle,
           launch,
-          firstPartyClients: [ACCOUNT_CLIENT_ID],
+          firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID],
           views,
           log,
           audit,
@@ -145,6 +160,29 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           audit,
           idleTimeout: config.ttl.accountIdle,
           lifetime: config.ttl.accountSession,
+        }),
+        adminApiRoutes({
+          issuer: config.issuer,
+          providers,
+          accounts,
+          accountAdmin,
+          clients,
+          audit,
+          initialTokens,
+          reauthMaxAge: config.admin.reauthMaxAge,
+          staleDays: config.admin.clientStaleDays,
+        }).router,
+        dcrRoutes({ issuer: config.issuer, clients, initialTokens, audit, open: config.admin.registrationOpen }),
+        adminPages({
+          issuer: config.issuer,
+          selfUrl: () => selfUrl,
+          accounts,
+          clients,
+          views,
+          idleTimeout: config.ttl.accountIdle,
+          lifetime: config.ttl.accountSession,
+          reauthMaxAge: config.admin.reauthMaxAge,
+          staleDays: config.admin.clientStaleDays,
         }),
         // The demo app and EHR exist only outside production.
         ...(config.env === 'production'
@@ -172,6 +210,18 @@ export async function startServer(config: Config, log: Logger = createLogger(con
         .catch((err: unknown) => log.warn({ err }, 'background cleanup failed'));
     }, CLEANUP_INTERVAL_MS);
     cleanup.unref();
+
+    // Optionally suspend clients nobody used for CLIENT_STALE_DAYS (audited as system:stale-sweep).
+    const staleSweep = setInterval(() => {
+      if (!config.admin.clientStaleAutoSuspend) return;
+      clients
+        .suspendUnused(config.admin.clientStaleDays, new Date(), { actor: 'system:stale-sweep' })
+        .then((ids) => {
+          if (ids.length) log.info({ clients: ids }, 'suspended stale clients');
+        })
+        .catch((err: unknown) => log.warn({ err }, 'stale client sweep failed'));
+    }, CLEANUP_INTERVAL_MS);
+    staleSweep.unref();
 
     const sealer = setInterval(() => {
       audit.seal().catch((err: unknown) => log.warn({ err }, 'sealing the audit trail failed'));
@@ -201,6 +251,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       services,
       async close() {
         clearInterval(cleanup);
+        clearInterval(staleSweep);
         clearInterval(sealer);
         clearInterval(keyRefresh);
         await throttle.close();

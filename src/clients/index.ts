@@ -37,3 +37,4 @@ export {
   type LifecycleAction,
   type RegisteredClient,
 } from './registry.ts';
+export { createInitialAccessTokens, MAX_INITIAL_TOKEN_TTL, type InitialAccessTokens } from './initial-access-tokens.ts';

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 import { z } from 'zod';
 import type { AuditTrail } from '../audit/index.ts';
-import { clientMetadataSchema, clientTypeOf, needsSecret, type ClientMetadata, type ClientType } from './client-metadata.ts';
+import { ADMIN_SCOPE, clientMetadataSchema, clientTypeOf, needsSecret, type ClientMetadata, type ClientType } from './client-metadata.ts';
 import { generateClientSecret, hashClientSecret, verifyClientSecret } from './client-secret.ts';
 
 export const CLIENT_STATUSES = ['pending', 'approved', 'suspended', 'retired'] as const;
@@ -122,6 +122,8 @@ export interface CreateOptions extends AdminFields {
   registrationToken?: boolean;
   /** Defaults to `system` for seeding code that has no person behind it. */
   by?: Actor;
+  /** Runs inside the registration's transaction before the client is written; throwing aborts it. */
+  inTransaction?: (trx: Knex.Transaction, clientId: string) => Promise<void>;
 }
 
 export interface ClientRegistry {
@@ -219,6 +221,13 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
     return metadata;
   }
 
+  /** The admin API scope only ever goes to Custos's internal (first-party) clients. */
+  function checkCategory(metadata: ClientMetadata, category: ClientCategory) {
+    if (category !== 'internal' && (metadata.scope ?? '').split(' ').includes(ADMIN_SCOPE)) {
+      throw fieldError('scope', `${ADMIN_SCOPE} is only for clients of category "internal"`);
+    }
+  }
+
   async function locked(trx: Knex.Transaction, clientId: string): Promise<ClientRow> {
     const row: ClientRow | undefined = CLIENT_ID.test(clientId)
       ? await trx('clients').where({ client_id: clientId }).forUpdate().first()
@@ -230,6 +239,7 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
   const registry: ClientRegistry = {
     async create(input, options = {}) {
       const metadata = parseMetadata(input);
+      checkCategory(metadata, options.category ?? 'third-party');
       if (options.clientId !== undefined && !CLIENT_ID.test(options.clientId)) throw new Error('invalid client_id');
       const clientId = options.clientId ?? randomBytes(16).toString('base64url');
       const clientSecret = needsSecret(metadata) ? generateClientSecret() : undefined;
@@ -237,6 +247,7 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
       const by = options.by ?? { actor: 'system' };
       const status = options.status ?? 'approved';
       const row = await db.transaction(async (trx) => {
+        await options.inTransaction?.(trx, clientId);
         const [inserted] = await trx('clients')
           .insert({
             client_id: clientId,
@@ -341,6 +352,7 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
           else merged[k] = v;
         }
         const metadata = parseMetadata(merged);
+        checkCategory(metadata, admin.category ?? row.category);
         const fromSecret = Boolean(row.secret_hash);
         if (needsSecret(metadata) !== fromSecret) {
           throw fieldError('token_endpoint_auth_method', 'cannot switch between secret and non-secret authentication; register a new client');
