@@ -566,7 +566,22 @@ function parse<T extends z.ZodType>(schema: T | undefined, value: unknown, where
   return result.data;
 }
 
-const jsonBody = bodyParser({ enableTypes: ['json'], jsonLimit: '32kb', jsonStrict: true });
+const parseJson = bodyParser({ enableTypes: ['json'], jsonLimit: '32kb', jsonStrict: true });
+
+/** JSON bodies up to 32 KiB; a malformed or oversized one is the caller's problem (400, 413). */
+const jsonBody: Middleware = async (ctx, next) => {
+  let parsed = false;
+  try {
+    await parseJson(ctx, async () => {
+      parsed = true;
+    });
+  } catch (err) {
+    const status = (err as { status?: number }).status;
+    if (status === 413) throw new HttpError(413, 'invalid_request', 'the request body is too large');
+    throw new HttpError(400, 'invalid_request', 'the request body is not valid JSON');
+  }
+  if (parsed) await next();
+};
 
 /** The admin API router and the table it was built from (for the OpenAPI document and tests). */
 export function adminApiRoutes(deps: AdminApiDeps): { router: Router; routes: ApiRoute[] } {
