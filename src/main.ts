@@ -21,12 +21,15 @@ import {
   sessionLevelTooLow,
   smartLaunch,
   smartRoutes,
+  consentTokens,
+  grantStore,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
 import { demoRoutes } from './demo/index.ts';
 import { accountRoutes, ACCOUNT_CLIENT_ID } from './account/index.ts';
 import { createMfaRepository, type MfaRepository } from './mfa/index.ts';
 import { createAuditTrail, type AuditTrail } from './audit/index.ts';
+import { createConsentRepository, createConsentService, type ConsentService } from './consent/index.ts';
 import { createApp } from './http/app.ts';
 import { createViews } from './http/views.ts';
 import { healthRoutes } from './http/health.ts';
@@ -42,12 +45,18 @@ export interface Services {
   launches: LaunchRepository;
   mfa: MfaRepository;
   audit: AuditTrail;
+  consents: ConsentService;
   accountAdmin: AccountAdmin;
   initialTokens: InitialAccessTokens;
   log: Logger;
 }
 
-export async function openServices(config: Config, log: Logger): Promise<Services> {
+/** What tests may replace: the clock consent expiry is judged by. */
+export interface ServiceOverrides {
+  clock?: () => Date;
+}
+
+export async function openServices(config: Config, log: Logger, overrides: ServiceOverrides = {}): Promise<Services> {
   const db = await openDatabase(config.database);
   try {
     await migrateLatest(db);
@@ -56,17 +65,20 @@ export async function openServices(config: Config, log: Logger): Promise<Service
     throw err;
   }
   const accounts = createAccountRepository(db, createPasswordHasher(config.argon2));
-  const audit = createAuditTrail(db, { log });
+  const clock = overrides.clock ?? (() => new Date());
+  const audit = createAuditTrail(db, { log, clock });
   const clients = createClientRegistry(db, deriveKey(config.secrets.keyEncryptionKey, 'client-secret-hmac'), {
     audit,
     caps: { accessToken: config.ttl.accessToken, refreshToken: config.ttl.refreshToken },
     revokeArtifacts: deleteClientPayloads,
+    clock,
   });
   const kek = config.secrets.keyEncryptionKey;
   const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
+  const consents = createConsentService({ db, repo: createConsentRepository(db), audit, grants: grantStore, clock });
   const accountAdmin = createAccountAdmin({ db, accounts, mfa, audit, revokeArtifacts: deleteAccountPayloads });
   const initialTokens = createInitialAccessTokens(db, deriveKey(kek, 'initial-access-token-hmac'), audit);
-  return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, audit, accountAdmin, initialTokens, log };
+  return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, audit, consents, accountAdmin, initialTokens, log };
 }
 
 export interface RunningServer {
@@ -80,9 +92,13 @@ const CLEANUP_INTERVAL_MS = 10 * 60 * 1000;
 // New audit events join the hash chain within this time (see migrations/005_audit_trail.ts).
 const AUDIT_SEAL_INTERVAL_MS = 5_000;
 
-export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
-  const services = await openServices(config, log);
-  const { db, accounts, clients, launches, mfa, audit, accountAdmin, initialTokens } = services;
+export async function startServer(
+  config: Config,
+  log: Logger = createLogger(config.logLevel),
+  overrides: ServiceOverrides = {},
+): Promise<RunningServer> {
+  const services = await openServices(config, log, overrides);
+  const { db, accounts, clients, launches, mfa, audit, consents, accountAdmin, initialTokens } = services;
   try {
     const kek = config.secrets.keyEncryptionKey;
     const created = await ensureSigningKeys(db, kek);
@@ -115,8 +131,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       fhirBase: config.fhirBaseUrls[0],
     });
     const levelCheck = sessionLevelTooLow(accounts, config.mfa);
+    const tokensObeyConsent = consentTokens({ consents, accounts, firstPartyClients: [ACCOUNT_CLIENT_ID] });
     const providers = createProviderHost(
-      (jwks) => buildProvider({ config, db, accounts, clients, launch, levelCheck, views, log }, jwks),
+      (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
@@ -140,6 +157,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           views,
           log,
           audit,
+          clients,
+          consents,
+          maxConsentSeconds: config.ttl.grant,
           issuer: config.issuer,
         }),
         smartRoutes({
@@ -158,6 +178,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
           views,
           log,
           audit,
+          consents,
+          clients,
           idleTimeout: config.ttl.accountIdle,
           lifetime: config.ttl.accountSession,
         }),

@@ -17,6 +17,9 @@ import type { Views } from '../http/views.ts';
 import { ACR_MFA, levelOf, type MfaRepository } from '../mfa/index.ts';
 import { enrolmentView } from '../oidc/second-factor.ts';
 import { accountSessions, type AccountSession } from './account-session.ts';
+import { connectedApps } from './connected-apps.ts';
+import type { ClientRegistry } from '../clients/index.ts';
+import type { ConsentService } from '../consent/index.ts';
 
 export const ACCOUNT_CLIENT_ID = 'custos-account';
 /** Sensitive changes need a login at most this old (seconds). */
@@ -31,6 +34,8 @@ interface AccountDeps {
   views: Views;
   log: Logger;
   audit: AuditTrail;
+  consents: ConsentService;
+  clients: ClientRegistry;
   idleTimeout: number;
   lifetime: number;
 }
@@ -53,10 +58,11 @@ export function accountRoutes(deps: AccountDeps): Router {
   }
 
   /** Sends the browser to sign in; `stepUp` asks for a fresh login, with the factor when there is one. */
-  async function signIn(ctx: Context, opts: { stepUp?: boolean; sub?: string; username?: string } = {}) {
+  async function signIn(ctx: Context, opts: { stepUp?: boolean; sub?: string; username?: string; returnTo?: string } = {}) {
     const verifier = randomBytes(32).toString('base64url');
     const state = randomBytes(16).toString('base64url');
-    ctx.cookies.set(PENDING, `${state}.${verifier}`, { httpOnly: true, sameSite: 'lax', secure, signed: true, path: '/account', maxAge: 600_000 });
+    const back = Buffer.from(safeReturn(opts.returnTo)).toString('base64url');
+    ctx.cookies.set(PENDING, `${state}.${verifier}.${back}`, { httpOnly: true, sameSite: 'lax', secure, signed: true, path: '/account', maxAge: 600_000 });
     const params: Record<string, string> = {
       client_id: ACCOUNT_CLIENT_ID,
       response_type: 'code',
@@ -76,7 +82,8 @@ export function accountRoutes(deps: AccountDeps): Router {
 
   async function requireSession(ctx: Context, next: Next) {
     const session = sessions.current(ctx);
-    if (!session) return signIn(ctx);
+    // After signing in, come back to the page that was asked for.
+    if (!session) return signIn(ctx, ctx.method === 'GET' ? { returnTo: ctx.path } : {});
     ctx.state.account = session;
     await next();
   }
@@ -93,7 +100,7 @@ export function accountRoutes(deps: AccountDeps): Router {
   }
 
   router.get('/callback', async (ctx) => {
-    const [state, verifier] = ctx.cookies.get(PENDING, { signed: true })?.split('.') ?? [];
+    const [state, verifier, back] = ctx.cookies.get(PENDING, { signed: true })?.split('.') ?? [];
     ctx.cookies.set(PENDING, null, { path: '/account', secure });
     if (typeof ctx.query.error === 'string') throw badRequest('sign-in was cancelled or refused; open your account page to try again');
     if (!state || !verifier || ctx.query.state !== state || typeof ctx.query.code !== 'string') {
@@ -114,7 +121,7 @@ export function accountRoutes(deps: AccountDeps): Router {
       auth_time: number;
     };
     sessions.start(ctx, { sub: claims.sub, acr: claims.acr, amr: claims.amr ?? [], authTime: claims.auth_time });
-    ctx.redirect('/account');
+    ctx.redirect(safeReturn(back ? Buffer.from(back, 'base64url').toString('utf8') : undefined));
   });
 
   router.get('/', csrfToken({ secure }), requireSession, async (ctx) => {
@@ -174,12 +181,34 @@ export function accountRoutes(deps: AccountDeps): Router {
     render(ctx, 'recovery-codes', { title: 'Your new recovery codes', codes, continueHref: '/account?done=codes' });
   });
 
+  connectedApps(router, {
+    render,
+    requireSession,
+    forms,
+    secure,
+    consents: deps.consents,
+    clients: deps.clients,
+    audit: deps.audit,
+    accounts: deps.accounts,
+    issuer: deps.issuer,
+    /** A multi-factor login within FRESH_LOGIN seconds (or no factor to ask for at all). */
+    async strongRecentLogin(s: AccountSession) {
+      return Math.floor(Date.now() / 1000) - s.authTime <= FRESH_LOGIN && levelOf(s.acr) >= levelOf(ACR_MFA);
+    },
+    stepUp: (ctx: Context, s: AccountSession, returnTo: string) => signIn(ctx, { stepUp: true, sub: s.sub, returnTo }),
+  });
+
   router.post('/logout', csrfToken({ secure }), ...forms, async (ctx) => {
     sessions.end(ctx);
     ctx.redirect(`${deps.issuer}/session/end`);
   });
 
   return router;
+}
+
+/** Only our own account pages are places to come back to after signing in. */
+function safeReturn(path: string | undefined): string {
+  return path && /^\/account(\/[A-Za-z0-9\-/]*)?$/.test(path) ? path : '/account';
 }
 
 const NOTICES: Record<string, string> = {

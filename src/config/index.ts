@@ -28,6 +28,7 @@ const envSchema = z.object({
   COOKIE_KEYS: z.string().optional(),
   KEY_ENCRYPTION_KEY: z.string().optional(),
   ACCESS_TOKEN_TTL: seconds(30, 3600, 300),
+  ACCESS_TOKEN_FORMAT: z.enum(['opaque', 'jwt']).default('opaque'),
   AUTHORIZATION_CODE_TTL: seconds(10, 600, 60),
   ID_TOKEN_TTL: seconds(60, 3600, 3600),
   REFRESH_TOKEN_TTL: seconds(3600, 365 * 86400, 90 * 86400),
@@ -82,6 +83,8 @@ export interface Config {
   readonly signingKeyRefreshInterval: number;
   readonly argon2: { readonly memoryKiB: number; readonly timeCost: number; readonly maxConcurrent: number };
   readonly trustProxy: boolean;
+  /** Access tokens for FHIR servers: opaque (introspect them) or RFC 9068 JWTs. */
+  readonly accessTokenFormat: 'opaque' | 'jwt';
   /** Multi-factor policy (see src/mfa/policy.ts). */
   readonly mfa: { readonly writeScopesNeedMfa: boolean; readonly mfaRoles: readonly string[] };
   /** The protected FHIR servers' base URLs (no trailing slash); the first is the default audience. */
@@ -167,6 +170,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       maxConcurrent: e.ARGON2_MAX_CONCURRENT,
     }),
     trustProxy: e.TRUST_PROXY === 'true',
+    accessTokenFormat: e.ACCESS_TOKEN_FORMAT,
     mfa: Object.freeze({
       writeScopesNeedMfa: e.MFA_FOR_WRITE_SCOPES === 'true',
       mfaRoles: Object.freeze(e.MFA_REQUIRED_ROLES.split(',').map((r) => r.trim()).filter(Boolean)),

@@ -5,3 +5,6 @@ export { interactionRoutes } from './interactions.ts';
 export { createProviderHost, type ProviderHost } from './provider-host.ts';
 export { smartRoutes } from './smart-routes.ts';
 export { sessionLevelTooLow } from './authentication-level.ts';
+export { consentTokens, type ConsentTokens } from './consent-tokens.ts';
+export { grantStore } from './grant-store.ts';
+export { consentApiRoutes } from './consent-api.ts';

@@ -13,8 +13,10 @@ import type { AuditTrail } from '../audit/index.ts';
 import { HttpError, badRequest } from '../http/errors.ts';
 import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
-import { describeScope } from '../smart/index.ts';
-import { copyGrant, type SmartLaunch } from './smart-launch.ts';
+import type { ClientRegistry } from '../clients/index.ts';
+import type { ConsentService } from '../consent/index.ts';
+import type { SmartLaunch } from './smart-launch.ts';
+import { consentPage } from './consent-page.ts';
 import { enrolmentView, LOGIN_RESULTS, secondFactorState } from './second-factor.ts';
 import { requiredLevel, type MfaPolicy, type MfaRepository } from '../mfa/index.ts';
 import type { Account, LoginStep, LoginThrottle } from '../accounts/index.ts';
@@ -31,6 +33,10 @@ interface InteractionDeps {
   views: Views;
   log: Logger;
   audit: AuditTrail;
+  clients: ClientRegistry;
+  consents: ConsentService;
+  /** The longest a patient's consent may last (the grant lifetime), in seconds. */
+  maxConsentSeconds: number;
   issuer: string;
 }
 
@@ -52,6 +58,16 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   const passed = secondFactorState({ secure });
   const { mfa } = deps;
   const issuerName = new URL(deps.issuer).host;
+  const consent = consentPage({
+    providers,
+    accounts,
+    clients: deps.clients,
+    consents: deps.consents,
+    mfa,
+    launch: deps.launch,
+    maxConsentSeconds: deps.maxConsentSeconds,
+    render: (ctx, data, status) => page(ctx, 'consent', data, status),
+  });
 
   async function details(ctx: Context): Promise<Details> {
     try {
@@ -123,16 +139,6 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     );
   }
 
-  async function showConsent(ctx: Context, d: Details) {
-    const prompt = d.prompt.details as { missingOIDCScope?: string[]; missingResourceScopes?: Record<string, string[]> };
-    const scopes = [
-      ...(prompt.missingOIDCScope ?? []),
-      ...Object.values(prompt.missingResourceScopes ?? {}).flat(),
-    ].map((scope) => ({ scope, description: describeScope(scope) }));
-    const account = d.session?.accountId ? await accounts.findById(d.session.accountId) : undefined;
-    page(ctx, 'consent', { title: 'Allow access?', client: await clientName(d), scopes, account: account?.displayName ?? account?.username });
-  }
-
   const PICKER_LIMIT = 20;
 
   async function showPicker(ctx: Context, d: Details, extra: Record<string, unknown> = {}, status = 200) {
@@ -162,8 +168,11 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     }
     if (d.prompt.name === 'consent') {
       // Custos's own account pages only learn who signed in: nothing for the user to approve.
-      if (deps.firstPartyClients.includes(String(d.params.client_id)) && d.session?.accountId) return approve(ctx, d);
-      return showConsent(ctx, d);
+      if (deps.firstPartyClients.includes(String(d.params.client_id)) && d.session?.accountId) {
+        await consent.finish(ctx, d, undefined);
+        return;
+      }
+      return consent.show(ctx, d);
     }
     if (d.prompt.name === 'launch') return showPicker(ctx, d);
     throw badRequest(`unsupported interaction "${d.prompt.name}"`);
@@ -295,39 +304,11 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     ctx.respond = false;
   });
 
-  /** Records the user's approval of everything this request is missing, and finishes it. */
-  async function approve(ctx: Context, d: Details) {
-    const accountId = d.session!.accountId;
-    const prompt = d.prompt.details as {
-      missingOIDCScope?: string[];
-      missingOIDCClaims?: string[];
-      missingResourceScopes?: Record<string, string[]>;
-    };
-    const { Grant } = providers.current;
-    const existing = d.grantId ? await Grant.find(d.grantId) : undefined;
-    // An authorization with a launch context gets a grant of its own (copying what the account
-    // already granted this app), so contexts of different launches never mix.
-    const ownGrant = deps.launch.carriesContext(d.params);
-    const grant = existing
-      ? ownGrant
-        ? copyGrant(Grant, existing)
-        : existing
-      : new Grant({ accountId, clientId: String(d.params.client_id) });
-    if (prompt.missingOIDCScope) grant.addOIDCScope(prompt.missingOIDCScope.join(' '));
-    if (prompt.missingOIDCClaims) grant.addOIDCClaims(prompt.missingOIDCClaims);
-    for (const [indicator, scopes] of Object.entries(prompt.missingResourceScopes ?? {})) {
-      grant.addResourceScope(indicator, scopes.join(' '));
-    }
-    const grantId = await grant.save();
-    await deps.audit.record({ type: 'consent.granted', outcome: 'success', actor: accountId, clientId: String(d.params.client_id), ip: ctx.ip, details: { grant: grantId } });
-    await providers.current.interactionFinished(ctx.req, ctx.res, { consent: { grantId } }, { mergeWithLastSubmission: true });
-    ctx.respond = false;
-  }
-
   router.post('/confirm', csrfToken({ secure }), ...forms, async (ctx) => {
     const d = await details(ctx);
     if (d.prompt.name !== 'consent' || !d.session?.accountId) throw badRequest('there is nothing to approve for this request');
-    await approve(ctx, d);
+    if (deps.firstPartyClients.includes(String(d.params.client_id))) throw badRequest('there is nothing to approve for this request');
+    await consent.submit(ctx, d, ctx.ip);
   });
 
   router.post('/abort', csrfToken({ secure }), ...forms, async (ctx) => {

@@ -14,6 +14,9 @@ import type { Views } from '../http/views.ts';
 import { createKnexAdapter } from './adapter.ts';
 import { smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
 import type { SmartLaunch } from './smart-launch.ts';
+import type { ConsentTokens } from './consent-tokens.ts';
+import { tokenAudit } from './token-audit.ts';
+import type { AuditTrail } from '../audit/index.ts';
 import { createFhirServers, STATIC_SCOPES } from '../smart/index.ts';
 import { ACR_VALUES } from '../mfa/index.ts';
 
@@ -29,6 +32,8 @@ export interface ProviderDeps {
   accounts: AccountRepository;
   clients: ClientRegistry;
   launch: SmartLaunch;
+  consentTokens: ConsentTokens;
+  audit: AuditTrail;
   /** Decides whether the session's authentication level is enough for the request. */
   levelCheck: (ctx: KoaContextWithOIDC) => Promise<boolean>;
   views: Views;
@@ -151,7 +156,13 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     },
     extraParams: smartExtraParams(fhirServers, launch.launchParam),
     loadExistingGrant: launch.loadExistingGrant,
-    extraTokenClaims: launch.extraTokenClaims as Configuration['extraTokenClaims'],
+    // Launch context and how the user signed in, then the consent that allows the token (which
+    // refuses it when the patient's consent no longer does).
+    async extraTokenClaims(ctx, token) {
+      const context = await launch.extraTokenClaims(ctx, token as { grantId?: string; accountId?: string });
+      const consent = await deps.consentTokens.claims(ctx, token as { accountId?: string; clientId?: string });
+      return context || consent ? { ...context, ...consent } : undefined;
+    },
     // Refresh tokens for offline_access (lasting REFRESH_TOKEN_TTL) and for online_access (ending
     // with the user's session, which expiresWithSession's default already does).
     async issueRefreshToken(_ctx, client, code) {
@@ -184,6 +195,16 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       }
     },
     responseTypes: ['code'],
+    formats: {
+      customizers: {
+        // oidc-provider writes `authorization_details` only from its own RAR feature; put the
+        // consent's entry (RFC 9396) into JWT access tokens ourselves.
+        async jwt(_ctx, token, jwt) {
+          const details = (token as { extra?: Record<string, unknown> }).extra?.authorization_details;
+          if (details) jwt.payload.authorization_details = details;
+        },
+      },
+    },
     // SMART's authorize-post: the session cookie must then be SameSite=None, which needs https.
     enableHttpPostMethods: secure,
     pkce: { required: () => true },
@@ -252,14 +273,23 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     return Promise.resolve(live && clients.verifySecret(previous, actual));
   };
 
+  const audited = tokenAudit(deps.audit);
   provider.use(async (ctx, next) => {
     await next();
+    const oidcCtx = ctx as KoaContextWithOIDC;
     if (ctx.oidc?.route === 'token') {
-      await launch.decorateTokenResponse(ctx as KoaContextWithOIDC);
+      await launch.decorateTokenResponse(oidcCtx);
+      deps.consentTokens.decorateTokenResponse(oidcCtx);
+      await audited.afterToken(oidcCtx);
       // Usage figures for the client inventory: one per token response.
-      const clientId = (ctx as KoaContextWithOIDC).oidc.client?.clientId;
+      const clientId = oidcCtx.oidc.client?.clientId;
       if (ctx.status === 200 && clientId) await clients.recordTokenIssued(clientId);
     }
+    if (ctx.oidc?.route === 'introspection') {
+      await deps.consentTokens.decorateIntrospection(oidcCtx);
+      await audited.afterIntrospection(oidcCtx);
+    }
+    if (ctx.oidc?.route === 'revocation') await audited.afterRevocation(oidcCtx);
   });
 
   // The provider answers clients with safe, generic errors; the specifics go to our log only.
@@ -270,6 +300,12 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     deps.log.info({ event, error: err.message, detail: err.error_detail, client: ctx.oidc?.client?.clientId }, 'request refused');
   };
   provider.on('grant.error', logRefusal('grant.error'));
+  const auditRefusal = (route: string) => (ctx: KoaContextWithOIDC, err: Error & { error?: string }) => {
+    audited.refused(ctx, route, err).catch((e: unknown) => deps.log.error({ err: e }, 'could not audit a refused request'));
+  };
+  provider.on('grant.error', auditRefusal('token'));
+  provider.on('introspection.error', auditRefusal('introspection'));
+  provider.on('revocation.error', auditRefusal('revocation'));
   provider.on('authorization.error', logRefusal('authorization.error'));
   provider.on('introspection.error', logRefusal('introspection.error'));
   provider.on('revocation.error', logRefusal('revocation.error'));

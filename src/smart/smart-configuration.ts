@@ -44,6 +44,8 @@ export function smartConfiguration(input: SmartConfigurationInput) {
     token_endpoint: at('/token'),
     introspection_endpoint: at('/token/introspection'),
     revocation_endpoint: at('/token/revocation'),
+    // Where the patient reviews, narrows and revokes what each app may do (the patient portal).
+    management_endpoint: at('/account/apps'),
     userinfo_endpoint: at('/me'),
     grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials'],
     response_types_supported: ['code'],

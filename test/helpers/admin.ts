@@ -4,7 +4,7 @@
  * pages (no shortcuts), for the admin API tests.
  */
 import { generate } from 'otplib';
-import { UserAgent, csrfTokenOf, formActionOf } from './browserless.ts';
+import { UserAgent, csrfTokenOf, formActionOf, formDefaults } from './browserless.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from './oidc-client.ts';
 import type { TestServer } from './server.ts';
 
@@ -43,7 +43,7 @@ export async function signInForTokens(
   const flow = await startCodeFlow(config, { scope: 'openid custos:admin', ...params });
   let res = await agent.follow(flow.url.toString(), server.issuer);
   for (let step = 0; step < 6 && res.status === 200; step += 1) {
-    const form = { _csrf: csrfTokenOf(res.body) };
+    let form: Record<string, string> | [string, string][] = { _csrf: csrfTokenOf(res.body) };
     let action: string;
     if (res.body.includes('/login"')) {
       action = formActionOf(res.body, 'login');
@@ -52,7 +52,9 @@ export async function signInForTokens(
       action = formActionOf(res.body, 'otp');
       Object.assign(form, { code: await generate({ secret: who.secret }) });
     } else if (res.body.includes('/confirm"')) {
+      // What a browser submits untouched (every scope ticked by default).
       action = formActionOf(res.body, 'confirm');
+      form = formDefaults(res.body, 'confirm');
     } else {
       break;
     }

@@ -25,7 +25,10 @@ export class UserAgent {
     this.behindHttpsProxy = opts.behindHttpsProxy ?? false;
   }
 
-  async request(url: string, init: { method?: string; form?: Record<string, string>; headers?: Record<string, string> } = {}): Promise<PageResponse> {
+  async request(
+    url: string,
+    init: { method?: string; form?: Record<string, string> | [string, string][]; headers?: Record<string, string> } = {},
+  ): Promise<PageResponse> {
     const headers: Record<string, string> = { ...init.headers };
     const publicUrl = this.behindHttpsProxy ? url.replace(/^http:/, 'https:') : url;
     url = this.behindHttpsProxy ? url.replace(/^https:/, 'http:') : url;
@@ -66,6 +69,32 @@ export function csrfTokenOf(html: string): string {
   return m[1];
 }
 
+/**
+ * What a browser would submit from the form posting to `suffix` if the user changed nothing:
+ * ticked checkboxes, selected options, filled inputs (hidden ones included), in page order.
+ */
+export function formDefaults(html: string, suffix: string): [string, string][] {
+  const form = new RegExp(`<form[^>]*action="[^"]*/${suffix}"[^>]*>([\\s\\S]*?)</form>`).exec(html)?.[1];
+  if (form === undefined) throw new Error(`no form posting to ${suffix}`);
+  const fields: [string, string][] = [];
+  const attr = (tag: string, name: string) => new RegExp(`\\s${name}="([^"]*)"`).exec(tag)?.[1];
+  const unescape = (v: string) => v.replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+  for (const m of form.matchAll(/<input\b[^>]*>|<select\b[^>]*>[\s\S]*?<\/select>/g)) {
+    const tag = m[0];
+    const name = attr(tag, 'name');
+    if (!name) continue;
+    if (tag.startsWith('<select')) {
+      const selected = /<option[^>]*value="([^"]*)"[^>]*\sselected/.exec(tag) ?? /<option[^>]*value="([^"]*)"/.exec(tag);
+      if (selected?.[1] !== undefined) fields.push([name, unescape(selected[1])]);
+      continue;
+    }
+    const type = attr(tag, 'type') ?? 'text';
+    if ((type === 'checkbox' || type === 'radio') && !/\schecked\b/.test(tag)) continue;
+    fields.push([name, unescape(attr(tag, 'value') ?? (type === 'checkbox' ? 'on' : ''))]);
+  }
+  return fields;
+}
+
 export function formActionOf(html: string, suffix: string): string {
   const m = new RegExp(`action="([^"]*/${suffix})"`).exec(html);
   if (!m?.[1]) throw new Error(`no form posting to ${suffix}`);
@@ -81,7 +110,11 @@ export async function authorize(
   authorizationUrl: string,
   issuer: string,
   credentials?: { username: string; password: string },
-  opts: { consent?: 'approve' | 'deny' } = {},
+  opts: {
+    consent?: 'approve' | 'deny';
+    /** Changes what the consent form submits (it starts as a browser would send it untouched). */
+    consentForm?: (defaults: [string, string][]) => [string, string][];
+  } = {},
 ): Promise<PageResponse> {
   let res = await agent.follow(authorizationUrl, issuer);
   for (let step = 0; step < 4; step += 1) {
@@ -91,8 +124,11 @@ export async function authorize(
       const action = formActionOf(res.body, 'login');
       res = await agent.request(new URL(action, issuer).toString(), { form: { _csrf: token, ...credentials } });
     } else if (res.body.includes('/confirm"')) {
-      const action = formActionOf(res.body, opts.consent === 'deny' ? 'abort' : 'confirm');
-      res = await agent.request(new URL(action, issuer).toString(), { form: { _csrf: token } });
+      const deny = opts.consent === 'deny';
+      const action = formActionOf(res.body, deny ? 'abort' : 'confirm');
+      const defaults = formDefaults(res.body, deny ? 'abort' : 'confirm');
+      const form = !deny && opts.consentForm ? opts.consentForm(defaults) : defaults;
+      res = await agent.request(new URL(action, issuer).toString(), { form });
     } else {
       return res;
     }

@@ -57,7 +57,12 @@ export function testEnv(database: TestDatabase, port: number, extra: Record<stri
  * front of it (https issuer, TRUST_PROXY=true); talk to it with `new UserAgent({ behindHttpsProxy: true })`.
  */
 export async function startTestServer(
-  opts: { env?: Record<string, string> | ((issuer: string) => Record<string, string>); behindHttpsProxy?: boolean } = {},
+  opts: {
+    env?: Record<string, string> | ((issuer: string) => Record<string, string>);
+    behindHttpsProxy?: boolean;
+    /** The clock consent expiry is judged by (a controllable one for expiry tests). */
+    clock?: () => Date;
+  } = {},
 ): Promise<TestServer> {
   const database = await createTestDatabase();
   const port = await freePort();
@@ -66,7 +71,8 @@ export async function startTestServer(
   const extra = typeof opts.env === 'function' ? opts.env(issuer) : opts.env;
   const config = loadConfig(testEnv(database, port, { ...proxy, ...extra }));
   const log = createLogger(config.logLevel);
-  let running = await startServer(config, log);
+  const overrides = opts.clock ? { clock: opts.clock } : {};
+  let running = await startServer(config, log, overrides);
   let stopped = false;
   const ts: TestServer = {
     issuer: config.issuer,
@@ -97,7 +103,7 @@ export async function startTestServer(
     },
     async restart() {
       await ts.stop();
-      running = await startServer(config, log);
+      running = await startServer(config, log, overrides);
       stopped = false;
     },
     async close() {

@@ -1,0 +1,218 @@
+/**
+ * Consent changes, each in one transaction with its effect on the app's grants and its audit
+ * event: approving at authorization, narrowing or changing limits from the portal, revoking,
+ * and privacy preferences. Widening what an app sees of sensitive data needs a strong, recent
+ * login; the caller says whether it has one.
+ */
+import type { Knex } from 'knex';
+import type { AuditTrail } from '../audit/index.ts';
+import { effectiveStatus, type Consent } from './consent-record.ts';
+import { widensSensitiveAccess, type VisibilityLimits } from './visibility.ts';
+import { IDENTITY_SCOPES } from './scope-choices.ts';
+import { CLIENT_CATEGORIES, type ConsentRepository, type PrivacyPreferences } from './repository.ts';
+
+/** What a consent change does to the app's grants (implemented next to the token storage). */
+export interface GrantPort {
+  /** Removes every grant of `accountId` for `clientId`, with every code and token issued under them. */
+  revokeAll(trx: Knex.Transaction, accountId: string, clientId: string): Promise<number>;
+  /** Keeps only the scopes in `allowed` in every grant of `accountId` for `clientId`. */
+  narrowAll(trx: Knex.Transaction, accountId: string, clientId: string, allowed: ReadonlySet<string>): Promise<void>;
+}
+
+export type ConsentErrorKind = 'not_found' | 'invalid' | 'not_active' | 'step_up_required';
+
+export class ConsentError extends Error {
+  override name = 'ConsentError';
+  readonly kind: ConsentErrorKind;
+  constructor(kind: ConsentErrorKind, message: string) {
+    super(message);
+    this.kind = kind;
+  }
+}
+
+/** Who is making a change, how they signed in, and from where. */
+export interface ChangeContext {
+  accountId: string;
+  acr: string | null;
+  ip?: string | undefined;
+  /** A multi-factor login recent enough for widening access to sensitive data. */
+  strongRecentLogin: boolean;
+}
+
+export interface ConsentServiceDeps {
+  db: Knex;
+  repo: ConsentRepository;
+  audit: AuditTrail;
+  grants: GrantPort;
+  clock: () => Date;
+}
+
+export interface Approval {
+  patientAccountId: string;
+  patientFhirId: string | null;
+  clientId: string;
+  scopes: string[];
+  limits: VisibilityLimits;
+  expiresAt: Date | null;
+}
+
+export interface ConsentChangeRequest {
+  /** The scopes to keep: a subset of the current ones. */
+  scopes?: string[] | undefined;
+  limits?: VisibilityLimits | undefined;
+  /** A new expiry, no later than the current one. */
+  expiresAt?: Date | undefined;
+}
+
+export function createConsentService(deps: ConsentServiceDeps) {
+  const { repo, audit, clock } = deps;
+
+  async function owned(consentId: string, patientAccountId: string, trx: Knex.Transaction): Promise<Consent> {
+    const consent = await repo.find(consentId, trx);
+    // Another patient's consent is reported exactly like one that does not exist.
+    if (!consent || (consent.patientAccountId !== patientAccountId && consent.actorAccountId !== patientAccountId)) {
+      throw new ConsentError('not_found', 'there is no such app connection');
+    }
+    return consent;
+  }
+
+  const event = (consent: Consent, by: ChangeContext) => ({
+    actor: by.accountId,
+    clientId: consent.clientId,
+    patientId: consent.patientFhirId ?? undefined,
+    ip: by.ip,
+  });
+
+  return {
+    /** Records what the patient approved on the consent page; scopes add to an active consent's. */
+    async approve(input: Approval, by: ChangeContext): Promise<Consent> {
+      const at = clock();
+      if (input.expiresAt && input.expiresAt.getTime() <= at.getTime()) throw new ConsentError('invalid', 'the expiry must be in the future');
+      return deps.db.transaction(async (trx) => {
+        const existing = await repo.findFor(input.patientAccountId, input.clientId, by.accountId, trx);
+        const keep = existing && effectiveStatus(existing.current, at) === 'active' ? existing.current.scopes : [];
+        const consent = await repo.append(
+          { patientAccountId: input.patientAccountId, patientFhirId: input.patientFhirId, clientId: input.clientId, actorAccountId: by.accountId },
+          {
+            status: 'active',
+            scopes: [...new Set([...keep, ...input.scopes])],
+            limits: input.limits,
+            expiresAt: input.expiresAt,
+            acr: by.acr,
+            changedBy: by.accountId,
+            change: keep.length ? 'extended' : 'granted',
+            at,
+          },
+          trx,
+        );
+        await audit.record(
+          {
+            type: 'consent.granted',
+            outcome: 'success',
+            ...event(consent, by),
+            details: { consent_id: consent.id, version: consent.current.version, scopes: consent.current.scopes.join(' '), hidden: consent.current.limits.hiddenLabels.join(' ') },
+          },
+          trx,
+        );
+        return consent;
+      });
+    },
+
+    /** Narrows scopes, changes limits or shortens the expiry; the app's grants follow at once. */
+    async change(consentId: string, request: ConsentChangeRequest, by: ChangeContext): Promise<Consent> {
+      const at = clock();
+      return deps.db.transaction(async (trx) => {
+        const consent = await owned(consentId, by.accountId, trx);
+        const current = consent.current;
+        if (effectiveStatus(current, at) !== 'active') throw new ConsentError('not_active', 'this app connection has ended; connect the app again to grant access');
+        const scopes = request.scopes ?? current.scopes;
+        const held = new Set(current.scopes);
+        const extra = scopes.filter((s) => !held.has(s));
+        if (extra.length) throw new ConsentError('invalid', `only scopes already granted can be kept; "${extra[0]!.slice(0, 200)}" was not granted`);
+        // Identity scopes stay with the connection; removing them would not take away any data.
+        const kept = [...new Set([...current.scopes.filter((s) => IDENTITY_SCOPES.has(s)), ...scopes])];
+        const limits = request.limits ?? current.limits;
+        if (widensSensitiveAccess(current.limits, limits) && !by.strongRecentLogin) {
+          throw new ConsentError('step_up_required', 'sharing sensitive information needs a recent sign-in with two-step verification');
+        }
+        const expiresAt = request.expiresAt ?? current.expiresAt;
+        if (request.expiresAt) {
+          if (request.expiresAt.getTime() <= at.getTime()) throw new ConsentError('invalid', 'the expiry must be in the future');
+          if (current.expiresAt && request.expiresAt.getTime() > current.expiresAt.getTime()) {
+            throw new ConsentError('invalid', 'the expiry can only be brought forward here; connect the app again to extend it');
+          }
+        }
+        const narrowed = kept.length < current.scopes.length;
+        const next = await repo.append(
+          consent,
+          { status: 'active', scopes: kept, limits, expiresAt, acr: by.acr, changedBy: by.accountId, change: narrowed ? 'narrowed' : 'limits_changed', at },
+          trx,
+        );
+        if (narrowed) await deps.grants.narrowAll(trx, consent.actorAccountId, consent.clientId, new Set(kept));
+        await audit.record(
+          {
+            type: 'consent.changed',
+            outcome: 'success',
+            ...event(consent, by),
+            details: { consent_id: consent.id, version: next.current.version, scopes: kept.join(' '), hidden: limits.hiddenLabels.join(' ') },
+          },
+          trx,
+        );
+        return next;
+      });
+    },
+
+    /** Ends the connection: every grant, code and token of the app for this patient goes at once. */
+    async revoke(consentId: string, by: ChangeContext): Promise<Consent> {
+      const at = clock();
+      return deps.db.transaction(async (trx) => {
+        const consent = await owned(consentId, by.accountId, trx);
+        if (consent.current.status === 'revoked') throw new ConsentError('not_active', 'this app connection was already revoked');
+        const next = await repo.append(
+          consent,
+          { ...consent.current, status: 'revoked', acr: by.acr, changedBy: by.accountId, change: 'revoked', at },
+          trx,
+        );
+        const grants = await deps.grants.revokeAll(trx, consent.actorAccountId, consent.clientId);
+        await audit.record(
+          { type: 'consent.revoked', outcome: 'success', ...event(consent, by), details: { consent_id: consent.id, version: next.current.version, grants } },
+          trx,
+        );
+        return next;
+      });
+    },
+
+    /** Saves the patient's defaults for new consents; hiding less needs a strong, recent login. */
+    async setPreferences(prefs: PrivacyPreferences, by: ChangeContext): Promise<void> {
+      const current = await repo.preferences(by.accountId);
+      const widens = CLIENT_CATEGORIES.some((c) => current[c].some((l) => !prefs[c].includes(l)));
+      if (widens && !by.strongRecentLogin) {
+        throw new ConsentError('step_up_required', 'sharing sensitive information needs a recent sign-in with two-step verification');
+      }
+      await deps.db.transaction(async (trx) => {
+        await repo.setPreferences(by.accountId, prefs, trx);
+        await audit.record(
+          {
+            type: 'consent.preferences_changed',
+            outcome: 'success',
+            actor: by.accountId,
+            ip: by.ip,
+            details: Object.fromEntries(CLIENT_CATEGORIES.map((c) => [`hidden_${c}`, prefs[c].join(' ')])),
+          },
+          trx,
+        );
+      });
+    },
+
+    /** The consent behind an account's grant for an app, with its status now. */
+    async forGrant(accountId: string, clientId: string) {
+      const consent = await repo.findFor(accountId, clientId, accountId);
+      return consent ? { consent, status: effectiveStatus(consent.current, clock()) } : undefined;
+    },
+
+    clock,
+    repo,
+  };
+}
+
+export type ConsentService = ReturnType<typeof createConsentService>;

@@ -1,0 +1,285 @@
+/**
+ * The consent page at authorization: the patient picks which scopes the app gets (granular
+ * sub-scopes included), which sensitive categories stay hidden, an optional date range and
+ * record types, and how long the connection lasts. Sharing sensitive data needs a multi-factor
+ * login from the last few minutes, or a current TOTP code typed on this page.
+ *
+ * Approval writes the consent record (patients), narrows the grant to what was chosen, and
+ * rewrites the interaction's scope so the code, tokens and refreshes carry exactly that.
+ */
+import type { Context } from 'koa';
+import type { Provider } from 'oidc-provider';
+import type { Account, AccountRepository } from '../accounts/index.ts';
+import type { ClientRegistry } from '../clients/index.ts';
+import {
+  chosenScopes,
+  consentDetails,
+  ConsentError,
+  expiryChoices,
+  scopeChoices,
+  securityLabel,
+  SENSITIVE_LABELS,
+  visibilityLimitsSchema,
+  ScopeChoiceError,
+  type ClientCategory,
+  type ConsentService,
+  type VisibilityLimits,
+} from '../consent/index.ts';
+import { ACR_MFA, type MfaRepository } from '../mfa/index.ts';
+import { isResourceScope, splitScopes } from '../smart/index.ts';
+import { badRequest } from '../http/errors.ts';
+import type { ProviderHost } from './provider-host.ts';
+import { copyGrant, type SmartLaunch } from './smart-launch.ts';
+
+type Details = Awaited<ReturnType<Provider['interactionDetails']>>;
+
+/** A multi-factor login at most this old may share sensitive data without typing a code again. */
+export const SENSITIVE_STEP_UP_MAX_AGE = 600;
+
+const CATEGORY_LABELS: Record<ClientCategory, string> = {
+  internal: 'Run by your care provider',
+  external: 'A partner of your care provider',
+  'third-party': 'A third-party app, not run by your care provider',
+};
+
+interface PromptDetails {
+  missingOIDCScope?: string[];
+  missingOIDCClaims?: string[];
+  missingResourceScopes?: Record<string, string[]>;
+}
+
+export interface ConsentPageDeps {
+  providers: ProviderHost;
+  accounts: AccountRepository;
+  clients: ClientRegistry;
+  consents: ConsentService;
+  mfa: MfaRepository;
+  launch: SmartLaunch;
+  /** The longest a consent may last (the grant lifetime), in seconds. */
+  maxConsentSeconds: number;
+  render: (ctx: Context, data: Record<string, unknown>, status?: number) => void;
+}
+
+/** The form as submitted, kept to show it again with an error. */
+interface Submission {
+  scopes: string[];
+  shared: string[];
+  from: string;
+  until: string;
+  types: string;
+  expiresDays: string;
+}
+
+const asList = (v: unknown): string[] => (typeof v === 'string' ? [v] : Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+const asText = (v: unknown, max: number) => (typeof v === 'string' ? v.trim().slice(0, max) : '');
+
+function readForm(body: Record<string, unknown>): Submission {
+  return {
+    scopes: asList(body.scope).slice(0, 200),
+    shared: asList(body.share).slice(0, 20),
+    from: asText(body.from, 20),
+    until: asText(body.until, 20),
+    types: asText(body.types, 2000),
+    expiresDays: asText(body.expires, 6),
+  };
+}
+
+const day = (d: Date) => d.toISOString().slice(0, 10);
+
+export function consentPage(deps: ConsentPageDeps) {
+  const { providers, accounts } = deps;
+
+  function requestedOf(d: Details): string[] {
+    const prompt = d.prompt.details as PromptDetails;
+    return [...new Set([...(prompt.missingOIDCScope ?? []), ...Object.values(prompt.missingResourceScopes ?? {}).flat()])];
+  }
+
+  async function appProfile(clientId: string) {
+    const registered = await deps.clients.get(clientId);
+    const profile = registered as (typeof registered & { category?: ClientCategory; verified?: boolean }) | undefined;
+    const category: ClientCategory = profile?.category ?? 'third-party';
+    return {
+      name: registered?.name ?? clientId,
+      category,
+      categoryLabel: CATEGORY_LABELS[category],
+      verified: profile?.verified ?? false,
+      policyUri: registered?.metadata.policy_uri,
+      clientUri: registered?.metadata.client_uri,
+    };
+  }
+
+  /** Is the session's login multi-factor and recent enough to share sensitive data? */
+  async function strongRecentSession(d: Details): Promise<boolean> {
+    if (d.session?.acr !== ACR_MFA || !d.session.cookie) return false;
+    const session = await providers.current.Session.find(d.session.cookie);
+    const authTime = session?.authTime();
+    return typeof authTime === 'number' && Date.now() / 1000 - authTime <= SENSITIVE_STEP_UP_MAX_AGE;
+  }
+
+  async function activeConsent(accountId: string, clientId: string) {
+    const found = await deps.consents.forGrant(accountId, clientId);
+    return found?.status === 'active' ? found.consent.current : undefined;
+  }
+
+  async function show(ctx: Context, d: Details, submitted?: Submission, error?: string, status = 200) {
+    const account = d.session?.accountId ? await accounts.findById(d.session.accountId) : undefined;
+    const requested = requestedOf(d);
+    const client = await appProfile(String(d.params.client_id));
+    const isPatient = account?.role === 'patient';
+    const picked = submitted ? new Set(submitted.scopes) : undefined;
+    const choices = scopeChoices(requested).map((c) => ({
+      ...c,
+      // Everything is ticked at first: the patient unticks what they do not want.
+      checked: c.required || !picked || picked.has(c.scope),
+      subScopes: c.subScopes.map((s) => ({ ...s, checked: Boolean(picked?.has(s.scope)) })),
+    }));
+    // Limits start from the app's current consent, or else from the patient's preferences.
+    const current = isPatient && account ? await activeConsent(account.id, String(d.params.client_id)) : undefined;
+    const prefs = isPatient && account && !current ? await deps.consents.repo.preferences(account.id) : undefined;
+    const hiddenByDefault = new Set<string>(current?.limits.hiddenLabels ?? (prefs ? prefs[client.category] : SENSITIVE_LABELS));
+    const shared = submitted ? new Set(submitted.shared) : new Set(SENSITIVE_LABELS.filter((l) => !hiddenByDefault.has(l)));
+    const now = deps.consents.clock();
+    const expiries = expiryChoices(deps.maxConsentSeconds);
+    const chosenExpiry = submitted?.expiresDays ? Number(submitted.expiresDays) : expiries.at(-1);
+    deps.render(
+      ctx,
+      {
+        title: 'Allow access?',
+        client,
+        account: account?.displayName ?? account?.username,
+        choices,
+        offline: requested.includes('offline_access'),
+        isPatient,
+        sensitive: SENSITIVE_LABELS.map((code) => ({ code, label: securityLabel(code).label, shared: shared.has(code) })),
+        hasTotp: account ? (await deps.mfa.status(account.id)).totp : false,
+        strongSession: await strongRecentSession(d),
+        expiries: expiries.map((days) => ({ days, until: day(new Date(now.getTime() + days * 86400_000)), selected: days === chosenExpiry })),
+        from: submitted?.from ?? current?.limits.from ?? '',
+        until: submitted?.until ?? current?.limits.until ?? '',
+        types: submitted?.types ?? current?.limits.resourceTypes?.join(', ') ?? '',
+        alreadyShared: current ? SENSITIVE_LABELS.filter((l) => !current.limits.hiddenLabels.includes(l)) : [],
+        error,
+      },
+      status,
+    );
+  }
+
+  /** Validates the limits the patient set; returns a message for the page when they are wrong. */
+  function limitsFrom(form: Submission): VisibilityLimits | string {
+    const unknown = form.shared.find((l) => !(SENSITIVE_LABELS as readonly string[]).includes(l));
+    if (unknown !== undefined) return `"${unknown.slice(0, 40)}" is not one of the sensitive categories offered.`;
+    const types = form.types ? form.types.split(/[\s,]+/).filter(Boolean) : undefined;
+    const parsed = visibilityLimitsSchema.safeParse({
+      hiddenLabels: SENSITIVE_LABELS.filter((l) => !form.shared.includes(l)),
+      ...(form.from ? { from: form.from } : {}),
+      ...(form.until ? { until: form.until } : {}),
+      ...(types?.length ? { resourceTypes: types } : {}),
+    });
+    if (parsed.success) return parsed.data;
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path[0] === 'resourceTypes' ? 'Record types: ' : issue.path[0] === 'from' || issue.path[0] === 'until' ? 'Dates: ' : '';
+    return `${field}${issue.message}`;
+  }
+
+  /**
+   * Grants exactly what was chosen and finishes the interaction. `chosen` holds the scopes the
+   * patient approved out of the missing ones (every one of them when consent is implied).
+   */
+  async function finish(ctx: Context, d: Details, chosen: string[] | undefined, result: Record<string, unknown> = {}) {
+    const accountId = d.session!.accountId;
+    const prompt = d.prompt.details as PromptDetails;
+    const missing = requestedOf(d);
+    const granted = new Set(chosen ?? missing);
+    const { Grant } = providers.current;
+    const existing = d.grantId ? await Grant.find(d.grantId) : undefined;
+    // An authorization with a launch context gets a grant of its own (copying what the account
+    // already granted this app), so contexts of different launches never mix.
+    const ownGrant = deps.launch.carriesContext(d.params);
+    const grant = existing
+      ? ownGrant
+        ? copyGrant(Grant, existing)
+        : existing
+      : new Grant({ accountId, clientId: String(d.params.client_id) });
+    const identity = (prompt.missingOIDCScope ?? []).filter((s) => granted.has(s));
+    grant.addOIDCScope(['openid', ...identity].join(' '));
+    if (prompt.missingOIDCClaims) grant.addOIDCClaims(prompt.missingOIDCClaims);
+    const resources = [...granted].filter(isResourceScope);
+    for (const indicator of Object.keys(prompt.missingResourceScopes ?? {})) {
+      if (resources.length) grant.addResourceScope(indicator, resources.join(' '));
+    }
+    const grantId = await grant.save();
+    if (chosen) {
+      // The code, its tokens and their refreshes carry what was chosen, not what was asked.
+      const asked = splitScopes(d.params.scope as string | undefined);
+      const missingSet = new Set(missing);
+      d.params.scope = [...new Set([...asked.filter((s) => !missingSet.has(s) || granted.has(s)), ...granted])].join(' ');
+      await d.save(Math.max(1, d.exp - Math.floor(Date.now() / 1000)));
+    }
+    await providers.current.interactionFinished(ctx.req, ctx.res, { consent: { grantId }, ...result }, { mergeWithLastSubmission: true });
+    ctx.respond = false;
+    return grantId;
+  }
+
+  async function submit(ctx: Context, d: Details, ip: string) {
+    const account = await accounts.findById(d.session!.accountId);
+    if (!account || account.disabled) throw badRequest('this account cannot approve requests; go back to the app and start again');
+    const form = readForm(ctx.request.body as Record<string, unknown>);
+    let chosen: string[];
+    try {
+      chosen = chosenScopes(requestedOf(d), form.scopes);
+    } catch (err) {
+      if (err instanceof ScopeChoiceError) return show(ctx, d, form, `That choice is not available: ${err.message}.`, 400);
+      throw err;
+    }
+    if (account.role !== 'patient') return finish(ctx, d, chosen);
+    return approveForPatient(ctx, d, account, form, chosen, ip);
+  }
+
+  async function approveForPatient(ctx: Context, d: Details, account: Account, form: Submission, chosen: string[], ip: string) {
+    const limits = limitsFrom(form);
+    if (typeof limits === 'string') return show(ctx, d, form, limits, 400);
+    const expiries = expiryChoices(deps.maxConsentSeconds);
+    const days = Number(form.expiresDays || expiries.at(-1));
+    if (!expiries.includes(days)) return show(ctx, d, form, 'Choose one of the periods offered for how long the app keeps access.', 400);
+
+    let acr = d.session?.acr ?? null;
+    let strong = await strongRecentSession(d);
+    // Sharing a sensitive category this app did not already see needs a strong, recent login.
+    const current = await activeConsent(account.id, String(d.params.client_id));
+    const alreadyShared = new Set(current ? SENSITIVE_LABELS.filter((l) => !current.limits.hiddenLabels.includes(l)) : []);
+    const newlyShared = SENSITIVE_LABELS.filter((l) => !limits.hiddenLabels.includes(l) && !alreadyShared.has(l));
+    if (newlyShared.length > 0 && !strong) {
+      // Sharing sensitive data: prove a second factor now.
+      const code = asText((ctx.request.body as Record<string, unknown>).code, 16).replace(/\s/g, '');
+      if (!(await deps.mfa.status(account.id)).totp) {
+        return show(ctx, d, form, 'Sharing sensitive information needs two-step verification. Set it up on your account page first, or keep these categories hidden.', 403);
+      }
+      if (!code || !(await deps.mfa.verifyTotp(account.id, code))) {
+        return show(ctx, d, form, 'To share sensitive information, enter the current 6-digit code from your authenticator app.', 401);
+      }
+      strong = true;
+      acr = ACR_MFA;
+    }
+    const consent = await deps.consents
+      .approve(
+        {
+          patientAccountId: account.id,
+          patientFhirId: account.fhirPatientId ?? null,
+          clientId: String(d.params.client_id),
+          scopes: chosen,
+          limits,
+          expiresAt: new Date(deps.consents.clock().getTime() + days * 86400_000),
+        },
+        { accountId: account.id, acr, ip, strongRecentLogin: strong },
+      )
+      .catch((err: unknown) => {
+        if (err instanceof ConsentError) throw badRequest(err.message);
+        throw err;
+      });
+    return finish(ctx, d, chosen, { custos: { consentId: consent.id } });
+  }
+
+  return { show, submit, finish, consentDetails };
+}
+
+export type ConsentPage = ReturnType<typeof consentPage>;

@@ -1,0 +1,87 @@
+/**
+ * Tokens obey the patient's consent as it is now: every access token (at code exchange and at
+ * every refresh) is checked against the consent and carries its id, version and visibility
+ * limits (RFC 9396 `authorization_details`); introspection re-evaluates the consent, so a revoked
+ * or expired consent makes tokens inactive at once and a narrowed one narrows their scope.
+ */
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
+import type { AccountRepository } from '../accounts/index.ts';
+import { consentDetails, effectiveStatus, type Consent, type ConsentService } from '../consent/index.ts';
+import { isResourceScope, splitScopes } from '../smart/index.ts';
+
+export interface ConsentTokenDeps {
+  consents: ConsentService;
+  accounts: AccountRepository;
+  /** Custos's own clients (the account pages) need no consent record. */
+  firstPartyClients: readonly string[];
+}
+
+function detailsOf(consent: Consent, locations: string[]) {
+  const v = consent.current;
+  return consentDetails({
+    consentId: consent.id,
+    version: v.version,
+    patientFhirId: consent.patientFhirId,
+    limits: v.limits,
+    expiresAt: v.expiresAt,
+    locations,
+  });
+}
+
+export function consentTokens(deps: ConsentTokenDeps) {
+  const { consents } = deps;
+
+  /**
+   * Consent claims for a token about to be issued; refuses it (`invalid_grant`) when a patient's
+   * consent does not allow it any more.
+   */
+  async function claims(ctx: KoaContextWithOIDC, token: { accountId?: string; clientId?: string }): Promise<Record<string, unknown> | undefined> {
+    const { accountId, clientId } = token;
+    if (!accountId || !clientId || deps.firstPartyClients.includes(clientId)) return undefined;
+    const found = await consents.forGrant(accountId, clientId);
+    if (!found) {
+      // Practitioners and admins act under their organisation's rules; a patient always has a consent.
+      const account = await deps.accounts.findById(accountId);
+      if (account?.role === 'patient') throw new errors.InvalidGrant('the patient has not consented to this app');
+      return undefined;
+    }
+    if (found.status !== 'active') {
+      throw new errors.InvalidGrant(found.status === 'revoked' ? "the patient's consent for this app was revoked" : "the patient's consent for this app has expired");
+    }
+    const locations = Object.keys(ctx.oidc.entities.Grant?.resources ?? {});
+    return {
+      consent_id: found.consent.id,
+      consent_version: found.consent.current.version,
+      authorization_details: [detailsOf(found.consent, locations)],
+    };
+  }
+
+  /** RFC 9396 section 7: the token response names the authorization details the token carries. */
+  function decorateTokenResponse(ctx: KoaContextWithOIDC): void {
+    const body = ctx.body as Record<string, unknown> | undefined;
+    const at = ctx.oidc.entities.AccessToken as { extra?: Record<string, unknown> } | undefined;
+    if (ctx.status !== 200 || !body || !at?.extra?.authorization_details) return;
+    body.authorization_details = at.extra.authorization_details;
+  }
+
+  /** Re-evaluates the consent behind an introspected token (RFC 7662 `active` means "usable now"). */
+  async function decorateIntrospection(ctx: KoaContextWithOIDC): Promise<void> {
+    const body = ctx.body as Record<string, unknown> | undefined;
+    if (ctx.status !== 200 || !body || body.active !== true || typeof body.consent_id !== 'string') return;
+    const consent = await consents.repo.find(body.consent_id);
+    if (!consent || effectiveStatus(consent.current, consents.clock()) !== 'active') {
+      ctx.body = { active: false };
+      return;
+    }
+    const allowed = new Set(consent.current.scopes);
+    const scope = splitScopes(body.scope as string | undefined).filter((s) => !isResourceScope(s) || allowed.has(s));
+    body.scope = scope.join(' ') || undefined;
+    body.consent_version = consent.current.version;
+    const aud = body.aud;
+    body.authorization_details = [detailsOf(consent, typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.map(String) : [])];
+  }
+
+  return { claims, decorateTokenResponse, decorateIntrospection };
+}
+
+export type ConsentTokens = ReturnType<typeof consentTokens>;
