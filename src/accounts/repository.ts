@@ -53,6 +53,7 @@ export interface AccountRepository {
   /** Unread notices, marked read. */
   takeNotices(id: string): Promise<string[]>;
   findById(id: string): Promise<Account | undefined>;
+  findByUsername(username: string): Promise<Account | undefined>;
   /** Returns the account only when the password matches and the account is enabled. */
   verifyCredentials(username: string, password: string): Promise<Account | undefined>;
   list(opts: { limit: number; after?: string }): Promise<Account[]>;
@@ -90,6 +91,10 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
     async findById(id) {
       if (!UUID.test(id)) return undefined;
       const row = await db('accounts').select(PUBLIC_COLUMNS).where({ id }).first();
+      return row ? toAccount(row) : undefined;
+    },
+    async findByUsername(username) {
+      const row = await db('accounts').select(PUBLIC_COLUMNS).whereRaw('lower(username) = lower(?)', [username.slice(0, 64)]).first();
       return row ? toAccount(row) : undefined;
     },
     async verifyCredentials(username, password) {

@@ -1,4 +1,4 @@
-export { adminApiRoutes, adminApiRouteTable, ADMIN_API_PREFIX, type ApiRoute, type AdminApiDeps } from './api-routes.ts';
+export { adminApiRoutes, adminApiRouteTable, clientJson, inventoryRow, accountJson, ADMIN_API_PREFIX, type ApiRoute, type AdminApiDeps } from './api-routes.ts';
 export { openApiDocument, openApiPath } from './openapi.ts';
 export { createAccountAdmin, AccountNotFoundError, AccountStateError, MFA_RESET_NOTICE, type AccountAdmin } from './account-admin.ts';
 export { dcrRoutes } from './dcr-routes.ts';
