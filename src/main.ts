@@ -131,7 +131,7 @@ export async function startServer(
       fhirBase: config.fhirBaseUrls[0],
     });
     const levelCheck = sessionLevelTooLow(accounts, config.mfa);
-    const tokensObeyConsent = consentTokens({ consents, accounts, firstPartyClients: [ACCOUNT_CLIENT_ID] });
+    const tokensObeyConsent = consentTokens({ consents, accounts, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
     const providers = createProviderHost(
       (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
