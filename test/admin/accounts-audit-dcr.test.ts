@@ -115,6 +115,8 @@ describe('admin API: accounts, audit, registration, inventory', () => {
       });
     const discovery = (await (await fetch(`${server.issuer}/.well-known/openid-configuration`)).json()) as Record<string, unknown>;
     assert.equal(discovery.registration_endpoint, `${server.issuer}/register`);
+    const smart = (await (await fetch(`${server.issuer}/.well-known/smart-configuration`)).json()) as Record<string, unknown>;
+    assert.equal(smart.registration_endpoint, `${server.issuer}/register`);
 
     const before = Number((await server.running.services.db('clients').count<{ c: string }[]>({ c: '*' }))[0]?.c);
     const anonymous = await register(metadata);
