@@ -22,6 +22,7 @@ import {
   smartLaunch,
   smartRoutes,
   consentTokens,
+  consentApiRoutes,
   grantStore,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
@@ -170,6 +171,7 @@ export async function startServer(
           clients,
           launches,
         }),
+        consentApiRoutes({ issuer: config.issuer, providers, consents, clients, audit }),
         accountRoutes({
           issuer: config.issuer,
           selfUrl: () => selfUrl,

@@ -187,7 +187,7 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
         if (err.kind === 'not_found') throw notFound(err.message);
         return fail(
           err.kind === 'step_up_required' ? `${err.message}. Use "Verify it's you" below, then save again.` : err.message,
-          err.kind === 'step_up_required' ? 403 : 400,
+          err.kind === 'step_up_required' ? 403 : err.kind === 'conflict' ? 409 : 400,
         );
       }
       throw err;

@@ -9,6 +9,9 @@ import type { AuditTrail } from '../audit/index.ts';
 import { effectiveStatus, type Consent } from './consent-record.ts';
 import { widensSensitiveAccess, type VisibilityLimits } from './visibility.ts';
 import { IDENTITY_SCOPES } from './scope-choices.ts';
+import { ConsentError } from './consent-errors.ts';
+
+export { ConsentError, type ConsentErrorKind } from './consent-errors.ts';
 import { CLIENT_CATEGORIES, type ConsentRepository, type PrivacyPreferences } from './repository.ts';
 
 /** What a consent change does to the app's grants (implemented next to the token storage). */
@@ -17,17 +20,6 @@ export interface GrantPort {
   revokeAll(trx: Knex.Transaction, accountId: string, clientId: string): Promise<number>;
   /** Keeps only the scopes in `allowed` in every grant of `accountId` for `clientId`. */
   narrowAll(trx: Knex.Transaction, accountId: string, clientId: string, allowed: ReadonlySet<string>): Promise<void>;
-}
-
-export type ConsentErrorKind = 'not_found' | 'invalid' | 'not_active' | 'step_up_required';
-
-export class ConsentError extends Error {
-  override name = 'ConsentError';
-  readonly kind: ConsentErrorKind;
-  constructor(kind: ConsentErrorKind, message: string) {
-    super(message);
-    this.kind = kind;
-  }
 }
 
 /** Who is making a change, how they signed in, and from where. */

@@ -7,6 +7,7 @@ import type { Knex } from 'knex';
 import { visibilityLimitsSchema, type VisibilityLimits } from './visibility.ts';
 import type { Consent, ConsentChange, ConsentVersion } from './consent-record.ts';
 import { SENSITIVE_LABELS, sortLabels, type SensitiveLabel } from './security-labels.ts';
+import { ConsentError } from './consent-errors.ts';
 
 export const CLIENT_CATEGORIES = ['internal', 'external', 'third-party'] as const;
 export type ClientCategory = (typeof CLIENT_CATEGORIES)[number];
@@ -176,7 +177,11 @@ export function createConsentRepository(db: Knex): ConsentRepository {
           change: next.change,
           created_at: next.at,
         })
-        .returning('*');
+        .returning('*')
+        .catch((err: { code?: string }) => {
+          if (err.code === '23505') throw new ConsentError('conflict', 'this app connection was changed at the same moment; look at it again and retry');
+          throw err;
+        });
       return toConsent(consent, row);
     },
     async preferences(accountId) {

@@ -56,6 +56,18 @@ export function consentTokens(deps: ConsentTokenDeps) {
     };
   }
 
+  /**
+   * Whether an existing grant may be reused without asking: not when the patient's consent has
+   * ended (or never existed), so the consent page asks again instead of issuing a code whose
+   * tokens would be refused.
+   */
+  async function grantStillConsented(accountId: string | undefined, clientId: string | undefined): Promise<boolean> {
+    if (!accountId || !clientId || deps.firstPartyClients.includes(clientId)) return true;
+    const found = await consents.forGrant(accountId, clientId);
+    if (found) return found.status === 'active';
+    return (await deps.accounts.findById(accountId))?.role !== 'patient';
+  }
+
   /** RFC 9396 section 7: the token response names the authorization details the token carries. */
   function decorateTokenResponse(ctx: KoaContextWithOIDC): void {
     const body = ctx.body as Record<string, unknown> | undefined;
@@ -81,7 +93,7 @@ export function consentTokens(deps: ConsentTokenDeps) {
     body.authorization_details = [detailsOf(consent, typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.map(String) : [])];
   }
 
-  return { claims, decorateTokenResponse, decorateIntrospection };
+  return { claims, grantStillConsented, decorateTokenResponse, decorateIntrospection };
 }
 
 export type ConsentTokens = ReturnType<typeof consentTokens>;

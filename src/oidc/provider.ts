@@ -155,7 +155,12 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       return client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) ?? false;
     },
     extraParams: smartExtraParams(fhirServers, launch.launchParam),
-    loadExistingGrant: launch.loadExistingGrant,
+    async loadExistingGrant(ctx) {
+      const grant = await launch.loadExistingGrant(ctx);
+      // A grant whose consent has ended is not reused: the patient is asked again.
+      if (grant && !(await deps.consentTokens.grantStillConsented(grant.accountId, grant.clientId))) return undefined;
+      return grant;
+    },
     // Launch context and how the user signed in, then the consent that allows the token (which
     // refuses it when the patient's consent no longer does).
     async extraTokenClaims(ctx, token) {
