@@ -136,6 +136,8 @@ export function accountRoutes(deps: AccountDeps): Router {
       account: { username: account.username, name: account.displayName, role: account.role },
       mfa: await deps.mfa.status(s.sub),
       notice: typeof ctx.query.done === 'string' ? NOTICES[ctx.query.done] : undefined,
+      // Messages from admins (a second factor reset...), shown once at the next visit.
+      adminNotices: await deps.accounts.takeNotices(s.sub),
     });
   });
 

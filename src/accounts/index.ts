@@ -1,6 +1,7 @@
 export {
   ROLES,
   newAccountSchema,
+  fhirId,
   fhirUserReference,
   type Account,
   type NewAccount,

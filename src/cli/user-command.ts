@@ -1,7 +1,16 @@
 import type { Command } from 'commander';
-import { newAccountSchema, RELATIONSHIPS, ROLES, type Account, type Relationship } from '../accounts/index.ts';
+import { fhirId, newAccountSchema, RELATIONSHIPS, ROLES, type Account, type Relationship } from '../accounts/index.ts';
 import { UsernameTakenError } from '../accounts/index.ts';
+import { AccountNotFoundError, AccountStateError } from '../admin/index.ts';
+import type { Services } from '../main.ts';
 import { CliError, pageLimit, readAll, table, type CliContext } from './context.ts';
+
+/** An account named by username or by id. */
+async function accountNamed(services: Services, who: string): Promise<Account> {
+  const account = (await services.accounts.findByUsername(who)) ?? (await services.accounts.findById(who));
+  if (!account) throw new CliError(`no account "${who}"`);
+  return account;
+}
 
 function accountJson(a: Account) {
   return {
@@ -50,9 +59,9 @@ export function registerUser(program: Command, cli: CliContext): void {
         displayName: opts.displayName,
         email: opts.email,
       });
-      await cli.withServices(async ({ accounts }) => {
+      await cli.withServices(async ({ accountAdmin }) => {
         try {
-          const account = await accounts.create(input);
+          const account = await accountAdmin.create(input, cli.actor());
           cli.print(Boolean(opts.json), accountJson(account), `created ${account.role} "${account.username}" (id ${account.id})`);
         } catch (err) {
           if (err instanceof UsernameTakenError) throw new CliError(err.message);
@@ -121,4 +130,32 @@ export function registerUser(program: Command, cli: CliContext): void {
         );
       });
     });
+
+  const change = (name: string, description: string, run: (s: Services, id: string, arg: string | undefined) => Promise<Account>, arg?: string) => {
+    const cmd = user.command(`${name} <username>${arg ? ` <${arg}>` : ''}`).description(description).option('--json', 'print JSON');
+    cmd.action(async (...args: unknown[]) => {
+      const who = String(args[0]);
+      const value = arg ? String(args[1]) : undefined;
+      const opts = (arg ? args[2] : args[1]) as { json?: boolean };
+      await cli.withServices(async (services) => {
+        const account = await accountNamed(services, who);
+        try {
+          const after = await run(services, account.id, value);
+          cli.print(Boolean(opts.json), accountJson(after), `${name}: done for "${after.username}"`);
+        } catch (err) {
+          if (err instanceof AccountNotFoundError || err instanceof AccountStateError) throw new CliError(err.message);
+          throw err;
+        }
+      });
+    });
+  };
+  change('disable', 'disable an account and end its sessions, grants and tokens', (s, id) => s.accountAdmin.disable(id, cli.actor()));
+  change('enable', 'enable a disabled account', (s, id) => s.accountAdmin.enable(id, cli.actor()));
+  change('reset-mfa', 'remove the second factor and recovery codes; the user is told on the account page', (s, id) => s.accountAdmin.resetMfa(id, cli.actor()));
+  change(
+    'link',
+    'link a patient to its FHIR Patient id, a practitioner to its Practitioner id',
+    (s, id, fhir) => s.accountAdmin.link(id, fhirId.parse(fhir), cli.actor()),
+    'fhir-id',
+  );
 }

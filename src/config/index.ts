@@ -50,6 +50,10 @@ const envSchema = z.object({
     .refine((v) => v.split(',').map((r) => r.trim()).filter(Boolean).every((r) => ['patient', 'practitioner', 'admin'].includes(r)), {
       message: 'must be a comma-separated list of patient, practitioner, admin',
     }),
+  ADMIN_REAUTH_MAX_AGE: seconds(60, 3600, 600),
+  CLIENT_STALE_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
+  CLIENT_STALE_AUTO_SUSPEND: z.enum(['true', 'false']).default('false'),
+  REGISTRATION_OPEN: z.enum(['true', 'false']).default('false'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -85,6 +89,16 @@ export interface Config {
   readonly mfa: { readonly writeScopesNeedMfa: boolean; readonly mfaRoles: readonly string[] };
   /** The protected FHIR servers' base URLs (no trailing slash); the first is the default audience. */
   readonly fhirBaseUrls: readonly string[];
+  readonly admin: {
+    /** Destructive admin actions need a sign-in with the second factor at most this old (seconds). */
+    readonly reauthMaxAge: number;
+    /** Clients without a token for this many days are flagged stale in the inventory. */
+    readonly clientStaleDays: number;
+    /** Whether stale clients are suspended automatically. */
+    readonly clientStaleAutoSuspend: boolean;
+    /** Whether dynamic client registration works without an initial access token. */
+    readonly registrationOpen: boolean;
+  };
   readonly logLevel: string;
 }
 
@@ -165,6 +179,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     fhirBaseUrls: Object.freeze(
       parseFhirBaseUrls(e.FHIR_BASE_URLS ?? (e.NODE_ENV === 'development' ? `${issuer}${DEMO_FHIR_PATH}` : undefined), production),
     ),
+    admin: Object.freeze({
+      reauthMaxAge: e.ADMIN_REAUTH_MAX_AGE,
+      clientStaleDays: e.CLIENT_STALE_DAYS,
+      clientStaleAutoSuspend: e.CLIENT_STALE_AUTO_SUSPEND === 'true',
+      registrationOpen: e.REGISTRATION_OPEN === 'true',
+    }),
     logLevel: e.LOG_LEVEL,
   });
 }
