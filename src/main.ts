@@ -195,6 +195,7 @@ export async function startServer(
           initialTokens,
           reauthMaxAge: config.admin.reauthMaxAge,
           staleDays: config.admin.clientStaleDays,
+          consents,
         }).router,
         dcrRoutes({ issuer: config.issuer, clients, initialTokens, audit, open: config.admin.registrationOpen }),
         adminPages({

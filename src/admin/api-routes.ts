@@ -11,6 +11,7 @@ import type { Context, Middleware } from 'koa';
 import { z } from 'zod';
 import { newAccountSchema, UsernameTakenError, type Account, type AccountRepository, type NewAccount } from '../accounts/index.ts';
 import { InvalidCursorError, type AuditEvent, type AuditTrail } from '../audit/index.ts';
+import type { ConsentService } from '../consent/index.ts';
 import {
   ClientNotFoundError,
   ClientStateError,
@@ -41,6 +42,7 @@ export interface AdminApiDeps {
   initialTokens: InitialAccessTokens;
   reauthMaxAge: number;
   staleDays: number;
+  consents: ConsentService;
 }
 
 export const ADMIN_API_PREFIX = '/admin/api';
@@ -149,8 +151,8 @@ export function clientJson(c: RegisteredClient) {
   };
 }
 
-/** The inventory's view of a client: use, stale flag; consents are counted once consent records exist. */
-export function inventoryRow(c: RegisteredClient, usage: ClientUsage | undefined, staleDays: number, now: Date) {
+/** The inventory's view of a client: use, stale flag, patients who consented. */
+export function inventoryRow(c: RegisteredClient, usage: ClientUsage | undefined, staleDays: number, now: Date, consented?: Map<string, number>) {
   const idleSince = c.lastUsedAt ?? c.createdAt;
   return {
     client_id: c.clientId,
@@ -166,8 +168,8 @@ export function inventoryRow(c: RegisteredClient, usage: ClientUsage | undefined
     tokens_last_day: usage?.tokensLastDay ?? 0,
     tokens_last_30_days: usage?.tokensLast30Days ?? 0,
     stale: now.getTime() - idleSince.getTime() > staleDays * 86_400_000,
-    // Consent records (issue 5) do not exist on this branch yet: null means "not counted".
-    consented_patients: null,
+    // Patients with an active consent for the app right now.
+    consented_patients: consented ? (consented.get(c.clientId) ?? 0) : null,
   };
 }
 
@@ -256,11 +258,13 @@ export function adminApiRouteTable(deps: AdminApiDeps): ApiRoute[] {
     let sent = 0;
     do {
       const page = await clients.search({ ...searchOf(q, deps.staleDays), limit: s.MAX_CLIENT_PAGE, cursor });
-      const usage = await clients.usage(page.clients.map((c) => c.clientId), now);
+      const ids = page.clients.map((c) => c.clientId);
+      const usage = await clients.usage(ids, now);
+      const consented = await deps.consents.repo.patientCounts(ids, now);
       for (const c of page.clients) {
         if (sent >= s.MAX_EXPORT_ROWS) return;
         sent += 1;
-        yield inventoryRow(c, usage.get(c.clientId), deps.staleDays, now);
+        yield inventoryRow(c, usage.get(c.clientId), deps.staleDays, now, consented);
       }
       cursor = page.nextCursor;
     } while (cursor);
@@ -290,10 +294,12 @@ export function adminApiRouteTable(deps: AdminApiDeps): ApiRoute[] {
       async handle(_ctx, { query }) {
         const now = new Date();
         const page = await clients.search({ ...searchOf({ ...query, format: 'json' }, deps.staleDays), limit: query.limit, cursor: query.cursor });
-        const usage = await clients.usage(page.clients.map((c) => c.clientId), now);
+        const ids = page.clients.map((c) => c.clientId);
+        const usage = await clients.usage(ids, now);
+        const consented = await deps.consents.repo.patientCounts(ids, now);
         return {
           body: {
-            clients: page.clients.map((c) => ({ ...clientJson(c), ...inventoryRow(c, usage.get(c.clientId), deps.staleDays, now) })),
+            clients: page.clients.map((c) => ({ ...clientJson(c), ...inventoryRow(c, usage.get(c.clientId), deps.staleDays, now, consented) })),
             ...(page.nextCursor ? { next_cursor: page.nextCursor } : {}),
           },
         };
@@ -325,8 +331,10 @@ export function adminApiRouteTable(deps: AdminApiDeps): ApiRoute[] {
       success: { status: 200, description: 'the client' },
       async handle(_ctx, { params }) {
         const c = await client(params.client_id);
+        const now = new Date();
         const usage = await clients.usage([c.clientId]);
-        return { body: { ...clientJson(c), ...inventoryRow(c, usage.get(c.clientId), deps.staleDays, new Date()) } };
+        const consented = await deps.consents.repo.patientCounts([c.clientId], now);
+        return { body: { ...clientJson(c), ...inventoryRow(c, usage.get(c.clientId), deps.staleDays, now, consented) } };
       },
     }),
     route({

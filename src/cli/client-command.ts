@@ -117,7 +117,7 @@ export function registerClient(program: Command, cli: CliContext): void {
         })
         .parse({ status: opts.status, category: opts.category, sort: opts.sort });
       const limit = pageLimit.parse(opts.limit);
-      await cli.withServices(async ({ clients, config }) => {
+      await cli.withServices(async ({ clients, config, consents }) => {
         const now = new Date();
         const page = await clients
           .search({
@@ -137,7 +137,8 @@ export function registerClient(program: Command, cli: CliContext): void {
             throw new CliError((err as Error).message);
           });
         const usage = await clients.usage(page.clients.map((c) => c.clientId), now);
-        const rows = page.clients.map((c) => ({ ...clientJson(c), ...inventoryRow(c, usage.get(c.clientId), config.admin.clientStaleDays, now) }));
+        const consented = await consents.repo.patientCounts(page.clients.map((c) => c.clientId), now);
+        const rows = page.clients.map((c) => ({ ...clientJson(c), ...inventoryRow(c, usage.get(c.clientId), config.admin.clientStaleDays, now, consented) }));
         if (page.nextCursor && opts.json) cli.io.stderr.write(`more: --cursor ${page.nextCursor}\n`);
         cli.print(
           Boolean(opts.json),

@@ -26,6 +26,7 @@ function registeredRoutes(server: TestServer): { router: Router; routes: ApiRout
     initialTokens: s.initialTokens,
     reauthMaxAge: 600,
     staleDays: 90,
+    consents: s.consents,
   });
 }
 

@@ -5,6 +5,7 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
 import { UserAgent, authorize } from '../helpers/browserless.ts';
 import { CONSENT_DETAILS_TYPE, type ConsentDetailsEntry } from '../../src/consent/index.ts';
+import { adminApi, adminToken, createAdminTool } from '../helpers/admin.ts';
 
 const FHIR = 'https://fhir.example.org/r4';
 const OBS = 'patient/Observation.rs';
@@ -29,7 +30,7 @@ async function setUp(env: Record<string, string> = {}) {
     const tokens = await oidc.authorizationCodeGrant(config, new URL(res.location!), { pkceCodeVerifier: start.verifier, expectedState: start.state });
     return { who, tokens };
   }
-  return { server, config, rsConfig, patientTokens };
+  return { server, config, rsConfig, patientTokens, appId: app.clientId };
 }
 
 describe('consents for resource servers as FHIR R4 Consent', () => {
@@ -73,6 +74,23 @@ describe('consents for resource servers as FHIR R4 Consent', () => {
     assert.equal((await get('/fhir/Consent/00000000-0000-0000-0000-000000000000', rsToken)).status, 404);
     assert.equal((await get('/fhir/Consent/not-a-uuid', rsToken)).status, 404);
     assert.equal((await get(`/fhir/Consent/${consentId}/_history/x`, rsToken)).status, 404);
+  });
+
+  it('counts the patients who consented in the admin inventory', async () => {
+    const counted = async () => {
+      const tool = await createAdminTool(server);
+      const { token } = await adminToken(server, tool);
+      const res = await adminApi(server, token)('GET', `/clients/${env.appId}`);
+      assert.equal(res.status, 200, res.text);
+      return res.json.consented_patients;
+    };
+    const before = (await counted()) as number;
+    const one = await env.patientTokens();
+    await env.patientTokens();
+    assert.equal(await counted(), before + 2);
+    const id = (await oidc.tokenIntrospection(env.rsConfig, one.tokens.access_token)).consent_id as string;
+    await server.running.services.consents.revoke(id, { accountId: one.who.id, acr: null, strongRecentLogin: false });
+    assert.equal(await counted(), before + 1, 'a revoked consent no longer counts');
   });
 
   it('refuses callers without the right token', async () => {
