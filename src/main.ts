@@ -23,6 +23,7 @@ import {
   smartRoutes,
   consentTokens,
   consentApiRoutes,
+  bearerIntrospectionRoutes,
   grantStore,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
@@ -172,6 +173,7 @@ export async function startServer(
           launches,
         }),
         consentApiRoutes({ issuer: config.issuer, providers, consents, clients, audit }),
+        bearerIntrospectionRoutes({ providers, consentTokens: tokensObeyConsent, audit }),
         accountRoutes({
           issuer: config.issuer,
           selfUrl: () => selfUrl,

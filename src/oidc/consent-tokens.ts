@@ -88,21 +88,25 @@ export function consentTokens(deps: ConsentTokenDeps) {
   /** Re-evaluates the consent behind an introspected token (RFC 7662 `active` means "usable now"). */
   async function decorateIntrospection(ctx: KoaContextWithOIDC): Promise<void> {
     const body = ctx.body as Record<string, unknown> | undefined;
-    if (ctx.status !== 200 || !body || body.active !== true || typeof body.consent_id !== 'string') return;
+    if (ctx.status !== 200 || !body) return;
+    ctx.body = await reviewIntrospection(body);
+  }
+
+  /** The introspection response as the consent allows it now (the body is changed in place). */
+  async function reviewIntrospection(body: Record<string, unknown>): Promise<Record<string, unknown>> {
+    if (body.active !== true || typeof body.consent_id !== 'string') return body;
     const consent = await consents.repo.find(body.consent_id);
-    if (!consent || effectiveStatus(consent.current, consents.clock()) !== 'active') {
-      ctx.body = { active: false };
-      return;
-    }
+    if (!consent || effectiveStatus(consent.current, consents.clock()) !== 'active') return { active: false };
     const allowed = new Set(consent.current.scopes);
     const scope = splitScopes(body.scope as string | undefined).filter((s) => !isResourceScope(s) || allowed.has(s));
     body.scope = scope.join(' ') || undefined;
     body.consent_version = consent.current.version;
     const aud = body.aud;
     body.authorization_details = [detailsOf(consent, typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.map(String) : [])];
+    return body;
   }
 
-  return { claims, grantStillConsented, decorateTokenResponse, decorateIntrospection };
+  return { claims, grantStillConsented, decorateTokenResponse, decorateIntrospection, reviewIntrospection };
 }
 
 export type ConsentTokens = ReturnType<typeof consentTokens>;

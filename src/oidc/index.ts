@@ -8,3 +8,4 @@ export { sessionLevelTooLow } from './authentication-level.ts';
 export { consentTokens, type ConsentTokens } from './consent-tokens.ts';
 export { grantStore } from './grant-store.ts';
 export { consentApiRoutes } from './consent-api.ts';
+export { bearerIntrospectionRoutes } from './bearer-introspection.ts';

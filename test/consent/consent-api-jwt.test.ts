@@ -93,6 +93,39 @@ describe('consents for resource servers as FHIR R4 Consent', () => {
     assert.equal(await counted(), before + 1, 'a revoked consent no longer counts');
   });
 
+  it('introspects for a resource server that authenticates with a Bearer token of its own (SMART token-introspection)', async () => {
+    const { who, tokens } = await env.patientTokens();
+    const rsToken = (await oidc.clientCredentialsGrant(env.rsConfig, { scope: 'custos:introspect' })).access_token;
+    const introspect = (bearer: string, token: string) =>
+      fetch(`${server.issuer}/token/introspection`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token }).toString(),
+      });
+    const res = await introspect(rsToken, tokens.access_token);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    const info = (await res.json()) as Record<string, unknown>;
+    const viaBasic = await oidc.tokenIntrospection(env.rsConfig, tokens.access_token);
+    for (const key of ['active', 'scope', 'client_id', 'sub', 'aud', 'exp', 'patient', 'consent_id', 'consent_version', 'authorization_details']) {
+      assert.deepEqual(info[key], viaBasic[key], key);
+    }
+    assert.equal(info.active, true);
+    assert.equal(((await (await introspect(rsToken, 'not-a-token')).json()) as { active: boolean }).active, false);
+
+    await server.running.services.consents.revoke(info.consent_id as string, { accountId: who.id, acr: null, strongRecentLogin: false });
+    assert.deepEqual(await (await introspect(rsToken, tokens.access_token)).json(), { active: false });
+
+    assert.equal((await introspect('forged', tokens.access_token)).status, 401);
+    assert.equal((await introspect(tokens.access_token, tokens.access_token)).status, 401, "an app's patient token is no introspection credential");
+    const other = await server.createClient({ client_name: 'Backend', grant_types: ['client_credentials'], scope: 'system/Observation.rs' });
+    const otherConfig = await discover(server.issuer, other.clientId, other.clientSecret);
+    const weak = (await oidc.clientCredentialsGrant(otherConfig, { scope: 'system/Observation.rs' })).access_token;
+    assert.ok([401, 403].includes((await introspect(weak, rsToken)).status));
+    const noBody = await fetch(`${server.issuer}/token/introspection`, { method: 'POST', headers: { authorization: `Bearer ${rsToken}` } });
+    assert.equal(noBody.status, 400);
+  });
+
   it('refuses callers without the right token', async () => {
     const { tokens } = await env.patientTokens();
     const consentId = (await oidc.tokenIntrospection(env.rsConfig, tokens.access_token)).consent_id as string;
