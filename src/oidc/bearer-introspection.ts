@@ -41,9 +41,9 @@ export function bearerIntrospectionRoutes(deps: BearerIntrospectionDeps): Router
 
   async function find(value: string, hint: unknown): Promise<IntrospectableToken | undefined> {
     const { AccessToken, ClientCredentials, RefreshToken } = deps.providers.current;
-    const lookups = [AccessToken.find(value), ClientCredentials.find(value), RefreshToken.find(value)] as Promise<IntrospectableToken | undefined>[];
-    if (hint === 'refresh_token') lookups.reverse();
-    return (await Promise.all(lookups)).find(Boolean);
+    const found = (await Promise.all([AccessToken.find(value), ClientCredentials.find(value), RefreshToken.find(value)])) as (IntrospectableToken | undefined)[];
+    if (hint === 'refresh_token') found.reverse();
+    return found.find(Boolean);
   }
 
   const parseForm = bodyParser({ enableTypes: ['form'], formLimit: '8kb' });
