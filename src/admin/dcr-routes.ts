@@ -147,7 +147,7 @@ export function dcrRoutes(deps: DcrDeps): Router {
     const patch: Record<string, unknown> = { ...metadata };
     for (const key of Object.keys(c.metadata)) if (!(key in metadata) && !ADMIN_ONLY.includes(key as never)) patch[key] = null;
     try {
-      const updated = await deps.clients.update(c.clientId, patch, {}, { actor: `client:${c.clientId}`, ip: ctx.ip });
+      const updated = await deps.clients.update(c.clientId, patch, {}, { actor: `client:${c.clientId}`, ip: ctx.ip }, { reviewSecurityChanges: true });
       ctx.set('Cache-Control', 'no-store');
       ctx.body = response(updated);
     } catch (err) {

@@ -36,5 +36,7 @@ export {
   type ClientUsage,
   type LifecycleAction,
   type RegisteredClient,
+  type UpdateOptions,
+  COSMETIC_METADATA,
 } from './registry.ts';
 export { createInitialAccessTokens, MAX_INITIAL_TOKEN_TTL, type InitialAccessTokens } from './initial-access-tokens.ts';

@@ -126,6 +126,28 @@ export interface CreateOptions extends AdminFields {
   inTransaction?: (trx: Knex.Transaction, clientId: string) => Promise<void>;
 }
 
+export interface UpdateOptions {
+  /**
+   * For changes the client makes itself (RFC 7592): an approved client whose security-relevant
+   * metadata changes goes back to `pending`, its grants and tokens revoked, until an admin
+   * approves it again.
+   */
+  reviewSecurityChanges?: boolean;
+}
+
+/**
+ * Metadata that only changes how a client is presented. Anything else (redirect URIs, grants,
+ * authentication, keys, scope, origins, launch modes...) changes what the client may do.
+ */
+export const COSMETIC_METADATA: ReadonlySet<string> = new Set(['client_name', 'logo_uri', 'client_uri', 'policy_uri', 'tos_uri', 'contacts', 'owner']);
+
+/** JSON with object keys sorted, so values read back from jsonb compare equal to what was sent. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+  );
+}
+
 export interface ClientRegistry {
   /** Validates RFC 7591 metadata and registers it; the secret is returned here and never again. */
   create(input: unknown, opts?: CreateOptions): Promise<{ client: RegisteredClient; clientSecret?: string; registrationAccessToken?: string }>;
@@ -138,7 +160,7 @@ export interface ClientRegistry {
    * Replaces metadata fields (`patch` is merged into the current metadata; `null` removes an
    * optional field) and admin fields; the result is validated whole before anything is written.
    */
-  update(clientId: string, patch: Record<string, unknown>, admin: AdminFields, by: Actor): Promise<RegisteredClient>;
+  update(clientId: string, patch: Record<string, unknown>, admin: AdminFields, by: Actor, options?: UpdateOptions): Promise<RegisteredClient>;
   /**
    * Moves a client through its life cycle. Suspending or retiring deletes every grant, code and
    * token issued to it in the same transaction, so they stop working at once.
@@ -341,7 +363,7 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
       return { clients, nextCursor: Buffer.from(JSON.stringify([s.sort ?? 'name', last.sort_key, last.client_id])).toString('base64url') };
     },
 
-    async update(clientId, patch, admin, by) {
+    async update(clientId, patch, admin, by, options = {}) {
       return db.transaction(async (trx) => {
         const row = await locked(trx, clientId);
         if (row.origin === 'system') throw new ClientStateError('Custos\'s own clients are not edited here');
@@ -357,9 +379,13 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
         if (needsSecret(metadata) !== fromSecret) {
           throw fieldError('token_endpoint_auth_method', 'cannot switch between secret and non-secret authentication; register a new client');
         }
-        const changed = Object.keys(patch).filter((k) => JSON.stringify((row.metadata as Record<string, unknown>)[k]) !== JSON.stringify(merged[k]));
+        const before = row.metadata as Record<string, unknown>;
+        const after = metadata as Record<string, unknown>;
+        const changed = [...new Set([...Object.keys(before), ...Object.keys(after)])].filter((k) => canonical(before[k]) !== canonical(after[k]));
+        const security = changed.filter((k) => !COSMETIC_METADATA.has(k)).sort();
         if (admin.category !== undefined && admin.category !== row.category) changed.push('category');
         if (admin.verified !== undefined && admin.verified !== row.verified) changed.push('verified');
+        const review = options.reviewSecurityChanges === true && row.status === 'approved' && security.length > 0;
         const [updated] = await trx('clients')
           .where({ client_id: clientId })
           .update({
@@ -368,9 +394,25 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
             category: admin.category ?? row.category,
             verified: admin.verified ?? row.verified,
             updated_at: trx.fn.now(),
+            ...(review ? { status: 'pending', status_changed_at: trx.fn.now() } : {}),
           })
           .returning('*');
         await audit.record({ type: 'client.updated', outcome: 'success', actor: by.actor, ip: by.ip, clientId, details: { changed: changed.sort() } }, trx);
+        if (review) {
+          // As a suspension does: nothing issued under the old registration outlives the change.
+          const revoked = await revoke(trx, clientId);
+          await audit.record(
+            {
+              type: 'client.review_required',
+              outcome: 'success',
+              actor: by.actor,
+              ip: by.ip,
+              clientId,
+              details: { from: 'approved', to: 'pending', fields: security, revoked_artifacts: revoked, reason: 'security-relevant metadata changed; an admin must approve the client again' },
+            },
+            trx,
+          );
+        }
         return toClient(updated as ClientRow, clock());
       });
     },
@@ -493,7 +535,7 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
       // included, travels as our own metadata field and is applied by scope negotiation.
       const ceiling = (row.metadata.scope ?? '').split(' ').filter(Boolean);
       const statics = ceiling.filter((s) => !/^(patient|user|system)\//.test(s));
-      const { owner: _owner, launch_modes: _modes, ...providerMetadata } = row.metadata;
+      const { owner: _owner, ...providerMetadata } = row.metadata;
       const previous =
         row.previous_secret_hash && row.previous_secret_expires_at && row.previous_secret_expires_at > clock()
           ? { client_secret_previous: row.previous_secret_hash, client_secret_previous_expires_at: Math.floor(row.previous_secret_expires_at.getTime() / 1000) }

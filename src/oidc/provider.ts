@@ -181,6 +181,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
         'scope_ceiling',
         'minimum_acr',
         'allowed_origins',
+        'launch_modes',
         'access_token_ttl',
         'refresh_token_ttl',
         'client_secret_previous',

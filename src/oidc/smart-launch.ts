@@ -83,9 +83,29 @@ export function smartLaunch(deps: SmartLaunchDeps) {
     );
   }
 
-  /** Validates `launch` once, at the start of the authorization (or when it is pushed). */
+  /**
+   * Validates `launch` once, at the start of the authorization (or when it is pushed), and the
+   * launch mode against the client's registered `launch_modes`: an EHR launch (a `launch` value)
+   * needs `ehr`, a standalone launch (`launch/patient` or `launch/encounter` without `launch`)
+   * needs `standalone` (SMART App Launch 2.2 sections 2.0.1 and 2.0.2). A client registered
+   * without `launch_modes` may use both.
+   */
   async function launchParam(ctx: KoaContextWithOIDC, value: string | undefined): Promise<void> {
-    if (value === undefined) return;
+    const route = ctx.oidc.route;
+    const authorizing = route === 'authorization' || route === 'pushed_authorization_request';
+    const modes = authorizing ? (ctx.oidc.client?.metadata().launch_modes as readonly string[] | undefined) : undefined;
+    if (value === undefined) {
+      const needs = contextNeeds(splitScopes(stringParam(ctx, 'scope')).filter((s) => s.startsWith('launch/')));
+      if (modes && (needs.patient || needs.encounter) && !modes.includes('standalone')) {
+        throw notRedirected(
+          new errors.InvalidRequest('this app is not registered for standalone launch; open it from the EHR instead (launch/patient and launch/encounter need an EHR launch for this app)'),
+        );
+      }
+      return;
+    }
+    if (modes && !modes.includes('ehr')) {
+      throw notRedirected(new errors.InvalidRequest('this app is not registered for EHR launch; it cannot be launched from the EHR'));
+    }
     const clientId = ctx.oidc.client?.clientId;
     const fromPushed = 'PushedAuthorizationRequest' in ctx.oidc.entities && ctx.oidc.route === 'authorization';
     const context = clientId

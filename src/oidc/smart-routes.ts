@@ -77,6 +77,9 @@ export function smartRoutes(deps: SmartRouteDeps): Router {
     const { client_id: clientId, expires_in: ttl, ...context } = parsed.data;
     const app = await deps.clients.get(clientId);
     if (!app || app.status !== 'approved') throw badRequest('client_id does not name an approved client');
+    if (app.metadata.launch_modes && !app.metadata.launch_modes.includes('ehr')) {
+      throw badRequest('this app is not registered for EHR launch (its launch_modes do not include "ehr")');
+    }
     const ttlSeconds = ttl ?? LAUNCH_TTL_DEFAULT;
     const launch = await deps.launches.create({ clientId, createdBy: String(ctx.state.callerClientId), context, ttlSeconds });
     ctx.status = 201;

@@ -174,6 +174,109 @@ describe('admin API: accounts, audit, registration, inventory', () => {
     assert.deepEqual(types, ['client.retired', 'client.approved', 'client.created', 'client.initial_token_used']);
   });
 
+  it('RFC 7592 updates: cosmetic changes keep an approved client approved; security-relevant ones send it back to pending and revoke its tokens', async () => {
+    const metadata = { client_name: 'Self-managed App', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code'], scope: 'openid' };
+    const iat = String((await api('POST', '/initial-access-tokens', {})).json.initial_access_token);
+    const created = await fetch(`${server.issuer}/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${iat}` },
+      body: JSON.stringify(metadata),
+    });
+    const reg = (await created.json()) as Record<string, string>;
+    const id = reg.client_id!;
+    const put = async (body: Record<string, unknown>) => {
+      const res = await fetch(reg.registration_client_uri!, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${reg.registration_access_token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ client_id: id, ...body }),
+      });
+      return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+    };
+    const introspector = await server.createClient({ client_name: 'RS', grant_types: ['client_credentials'], scope: 'custos:introspect' });
+    const rs = await discover(server.issuer, introspector.clientId, introspector.clientSecret);
+    const app = await discover(server.issuer, id, reg.client_secret);
+    const pat = await server.createAccount({ username: 'selfpat', role: 'patient', fhirId: 'self-1' });
+    const active = async (token: string) => (await oidc.tokenIntrospection(rs, token)).active;
+    const reviews = async () => (await server.running.services.audit.list({ clientId: id, type: 'client.review_required' }, { limit: 10 })).events;
+
+    assert.equal((await api('POST', `/clients/${id}/approve`, {})).json.status, 'approved');
+    const { tokens } = await codeFlow(app, server.issuer, pat);
+
+    // Cosmetic: name, logo, contacts, owner, policy and terms stay approved, tokens keep working.
+    const cosmetic = await put({
+      ...metadata,
+      client_name: 'Self-managed App 2',
+      logo_uri: 'https://app.example/logo.png',
+      policy_uri: 'https://app.example/privacy',
+      tos_uri: 'https://app.example/terms',
+      client_uri: 'https://app.example/',
+      contacts: ['ops@app.example'],
+      owner: 'App Ltd',
+    });
+    assert.equal(cosmetic.status, 200, JSON.stringify(cosmetic.json));
+    assert.equal(cosmetic.json.status, 'approved');
+    assert.equal(cosmetic.json.client_name, 'Self-managed App 2');
+    assert.equal(await active(tokens.access_token), true);
+    assert.deepEqual(await reviews(), []);
+    const cosmeticMetadata = { ...metadata, client_name: 'Self-managed App 2', logo_uri: 'https://app.example/logo.png', owner: 'App Ltd' };
+
+    // Bad input: a clear error, nothing written, still approved, tokens alive.
+    for (const [body, error] of [
+      [{ ...cosmeticMetadata, redirect_uris: ['http://evil.example/cb'] }, 'invalid_redirect_uri'],
+      [{ ...cosmeticMetadata, grant_types: ['implicit'] }, 'invalid_client_metadata'],
+      [{ ...cosmeticMetadata, scope: 'openid custos:introspect' }, 'invalid_client_metadata'],
+      [{ ...cosmeticMetadata, token_endpoint_auth_method: 'none' }, 'invalid_client_metadata'],
+      [{ ...cosmeticMetadata, minimum_acr: 'urn:custos:acr:password' }, 'invalid_client_metadata'],
+    ] as const) {
+      const res = await put(body);
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal(res.json.error, error);
+    }
+    const unchanged = await server.running.services.clients.get(id);
+    assert.equal(unchanged?.status, 'approved');
+    assert.equal(unchanged?.name, 'Self-managed App 2');
+    assert.deepEqual(unchanged?.metadata.redirect_uris, [REDIRECT_URI]);
+    assert.equal(await active(tokens.access_token), true);
+
+    // Security-relevant: a new redirect URI sends it back to pending and ends its tokens at once.
+    const moved = await put({ ...cosmeticMetadata, redirect_uris: [REDIRECT_URI, 'https://app.example/cb'] });
+    assert.equal(moved.status, 200, JSON.stringify(moved.json));
+    assert.equal(moved.json.status, 'pending');
+    assert.equal(await active(tokens.access_token), false);
+    await assert.rejects(codeFlow(app, server.issuer, pat), 'a pending client gets no tokens');
+    const [review] = await reviews();
+    assert.equal(review?.actor, `client:${id}`);
+    assert.deepEqual(review?.details.fields, ['redirect_uris']);
+    assert.equal(review?.details.to, 'pending');
+    assert.ok(Number(review?.details.revoked_artifacts) >= 1);
+    // Changed again while pending: stays pending, no second review event.
+    assert.equal((await put({ ...cosmeticMetadata, redirect_uris: ['https://app.example/cb', REDIRECT_URI] })).json.status, 'pending');
+    assert.equal((await reviews()).length, 1);
+
+    // Each kind of security-relevant change, after an admin approves again.
+    const current = { ...cosmeticMetadata, redirect_uris: ['https://app.example/cb', REDIRECT_URI] };
+    const changes: [Record<string, unknown>, string[]][] = [
+      [{ scope: 'openid fhirUser' }, ['scope']],
+      [{ grant_types: ['authorization_code', 'refresh_token'] }, ['grant_types']],
+      [{ token_endpoint_auth_method: 'client_secret_post' }, ['token_endpoint_auth_method']],
+      [{ allowed_origins: ['https://app.example'] }, ['allowed_origins']],
+      [{ launch_modes: ['standalone'] }, ['launch_modes']],
+    ];
+    let body: Record<string, unknown> = current;
+    for (const [change, fields] of changes) {
+      assert.equal((await api('POST', `/clients/${id}/approve`, {})).json.status, 'approved');
+      body = { ...body, ...change };
+      const res = await put(body);
+      assert.equal(res.status, 200, JSON.stringify(res.json));
+      assert.equal(res.json.status, 'pending', fields.join());
+      assert.deepEqual((await reviews())[0]?.details.fields, fields);
+    }
+    // Approved again, the app works with its new registration.
+    await api('POST', `/clients/${id}/approve`, {});
+    const again = await discover(server.issuer, id, reg.client_secret, oidc.ClientSecretPost(reg.client_secret));
+    await codeFlow(again, server.issuer, pat);
+  });
+
   it('inventory: usage, stale flag by a controllable clock, automatic suspension, CSV and JSON export', async () => {
     const { clients } = server.running.services;
     const used = await server.createClient({ client_name: 'Inventory used', grant_types: ['client_credentials'], scope: 'custos:introspect' });

@@ -175,6 +175,70 @@ describe('SMART launch context', () => {
     const unknownApp = await newLaunch({ patient: 'p' }, 'no-such-app');
     assert.equal(unknownApp.status, 400);
   });
+
+  it('keeps each app to the launch modes it is registered for (launch_modes), with the refusal shown to the user', async () => {
+    const scope = 'openid fhirUser launch launch/patient launch/encounter patient/*.rs';
+    const ehrOnly = await server.createClient({ client_name: 'EHR-only', redirect_uris: [REDIRECT_URI], scope, launch_modes: ['ehr'] });
+    const standaloneOnly = await server.createClient({ client_name: 'Standalone-only', redirect_uris: [REDIRECT_URI], scope, launch_modes: ['standalone'] });
+    const noLaunch = await server.createClient({ client_name: 'No launches', redirect_uris: [REDIRECT_URI], scope, launch_modes: [] });
+    const configs = {
+      ehrOnly: await discover(server.issuer, ehrOnly.clientId, ehrOnly.clientSecret),
+      standaloneOnly: await discover(server.issuer, standaloneOnly.clientId, standaloneOnly.clientSecret),
+      noLaunch: await discover(server.issuer, noLaunch.clientId, noLaunch.clientSecret),
+    };
+
+    // The EHR launch API refuses to create a launch for an app without the EHR mode, writing nothing.
+    for (const id of [standaloneOnly.clientId, noLaunch.clientId]) {
+      const res = await newLaunch({ patient: 'pat-alice' }, id);
+      assert.equal(res.status, 400);
+      const body = (await res.json()) as { error: string; error_description: string };
+      assert.equal(body.error, 'invalid_request');
+      assert.match(body.error_description, /not registered for EHR launch/);
+    }
+    const created = await newLaunch({ patient: 'pat-alice' }, ehrOnly.clientId);
+    assert.equal(created.status, 201);
+    const { launch } = (await created.json()) as { launch: string };
+
+    /** The first answer to an authorization request, before any login. */
+    async function firstAnswer(config: oidc.Configuration, params: Record<string, string>) {
+      const { url } = await startCodeFlow(config, { aud: FHIR, ...params });
+      return new UserAgent().request(url.toString());
+    }
+
+    // Standalone (launch/patient without launch) for an EHR-only app: a page, not a redirect.
+    for (const extra of ['launch/patient', 'launch/encounter']) {
+      const res = await firstAnswer(configs.ehrOnly, { scope: `openid ${extra} patient/*.rs` });
+      assert.equal(res.status, 400, extra);
+      assert.equal(res.location, undefined, 'never sent back to the app');
+      assert.match(res.body, /not registered for standalone launch/);
+    }
+    const noContext = await firstAnswer(configs.noLaunch, { scope: 'openid launch/patient' });
+    assert.match(noContext.body, /not registered for standalone launch/);
+
+    // A launch value (even a made-up one) for a standalone-only app: refused before it is looked up.
+    for (const value of [launch, 'made-up']) {
+      const res = await firstAnswer(configs.standaloneOnly, { scope: 'openid launch patient/*.rs', launch: value });
+      assert.equal(res.status, 400);
+      assert.equal(res.location, undefined);
+      assert.match(res.body, /not registered for EHR launch/);
+    }
+
+    // Each mode still works for the app registered for it.
+    const ehr = await launchFlowWith(configs.ehrOnly, { scope: 'openid launch patient/*.rs', launch });
+    assert.equal(ehr.patient, 'pat-alice');
+    const standalone = await launchFlowWith(configs.standaloneOnly, { scope: 'openid launch/patient patient/*.rs' });
+    assert.equal(standalone.patient, 'pat-alice');
+    // A plain sign-in without any launch context is not a launch: allowed even with no modes.
+    const plain = await launchFlowWith(configs.noLaunch, { scope: 'openid' });
+    assert.equal(plain.patient, undefined);
+
+    async function launchFlowWith(c: oidc.Configuration, params: Record<string, string>) {
+      const { url, verifier, state } = await startCodeFlow(c, { aud: FHIR, ...params });
+      const res = await authorize(new UserAgent(), url.toString(), server.issuer, alice);
+      assert.ok(res.location?.startsWith(REDIRECT_URI), `expected a code, got ${res.status} ${res.body.slice(0, 300)}`);
+      return (await oidc.authorizationCodeGrant(c, new URL(res.location!), { pkceCodeVerifier: verifier, expectedState: state })) as unknown as TokenBody;
+    }
+  });
 });
 
 describe('SMART configuration document', () => {
