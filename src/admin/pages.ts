@@ -14,16 +14,31 @@ import { accountSessions, type AccountSession } from '../account/index.ts';
 import type { AccountRepository } from '../accounts/index.ts';
 import {
   CLIENT_STATUSES,
+  ClientNotFoundError,
   ClientStateError,
   LIFECYCLE,
   MAX_SECRET_GRACE,
   type ClientRegistry,
   type LifecycleAction,
+  type RegisteredClient,
 } from '../clients/index.ts';
 import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import { HttpError, badRequest, conflict, notFound } from '../http/errors.ts';
 import type { Views } from '../http/views.ts';
 import { ACR_MFA } from '../mfa/index.ts';
+import {
+  EMPTY_FORM,
+  createBodyOf,
+  fieldLabels,
+  formSections,
+  formValuesOf,
+  patchBodyOf,
+  problemList,
+  problemsOf,
+  readForm,
+  type ClientFormValues,
+  type FormProblems,
+} from './client-form.ts';
 
 export const ADMIN_CLIENT_ID = 'custos-admin';
 const PAGE_SIZE = 50;
@@ -50,6 +65,9 @@ export function adminPages(deps: AdminPagesDeps): Router {
   const callback = `${deps.issuer}/admin/callback`;
   const forms = [bodyParser({ enableTypes: ['form'], formLimit: '4kb' }), verifyCsrf(new URL(deps.issuer).origin)];
   const csrf = csrfToken({ secure });
+  // The client form carries more than the small action forms (redirect URIs, an inline JWKS).
+  const clientForms = [bodyParser({ enableTypes: ['form'], formLimit: '64kb' }), verifyCsrf(new URL(deps.issuer).origin)];
+  const labels = fieldLabels();
 
   function render(ctx: Context, template: string, data: Record<string, unknown>, status = 200) {
     ctx.status = status;
@@ -193,6 +211,14 @@ export function adminPages(deps: AdminPagesDeps): Router {
           redirectUris: c.metadata.redirect_uris,
           scope: c.metadata.scope ?? '',
           grantTypes: c.metadata.grant_types,
+          authMethod: c.metadata.token_endpoint_auth_method,
+          keys: c.metadata.jwks_uri ?? (c.metadata.jwks ? `${c.metadata.jwks.keys.length} inline key(s)` : undefined),
+          allowedOrigins: c.metadata.allowed_origins ?? [],
+          launchModes: c.metadata.launch_modes === undefined ? 'not restricted' : c.metadata.launch_modes.length ? c.metadata.launch_modes.join(', ') : 'none',
+          minimumAcr: c.metadata.minimum_acr ?? 'server policy',
+          accessTokenTtl: c.metadata.access_token_ttl,
+          refreshTokenTtl: c.metadata.refresh_token_ttl,
+          links: (['logo_uri', 'policy_uri', 'tos_uri', 'client_uri'] as const).flatMap((k) => (c.metadata[k] ? [{ name: k, url: c.metadata[k] }] : [])),
           createdAt: c.createdAt.toISOString(),
           lastUsedAt: c.lastUsedAt?.toISOString() ?? 'never',
           tokensLastDay: usage?.tokensLastDay ?? 0,
@@ -208,6 +234,104 @@ export function adminPages(deps: AdminPagesDeps): Router {
       status,
     );
   }
+
+  interface FormPage {
+    heading: string;
+    lead?: string;
+    action: string;
+    submit: string;
+    cancel: string;
+    values: ClientFormValues;
+    problems: FormProblems;
+  }
+
+  /** The client form; with problems, a 400 that says what to fix next to each field. */
+  function renderForm(ctx: Context, page: FormPage) {
+    const summary = problemList(page.problems).map((p) => ({ ...p, label: labels[p.field] ?? p.field }));
+    render(
+      ctx,
+      'admin-client-form',
+      {
+        title: page.heading,
+        username: ctx.state.adminUsername,
+        heading: page.heading,
+        lead: page.lead,
+        action: page.action,
+        submit: page.submit,
+        cancel: page.cancel,
+        sections: formSections(page.values, page.problems),
+        summary,
+      },
+      summary.length ? 400 : 200,
+    );
+  }
+
+  const newForm = { heading: 'Register a client', action: '/admin/clients', submit: 'Register the client', cancel: '/admin/clients', lead: 'The client is approved at once. A client with a secret gets it on the next page, once.' };
+
+  router.get('/clients/new', csrf, requireAdmin, (ctx) => renderForm(ctx, { ...newForm, values: EMPTY_FORM, problems: {} }));
+
+  // The same schema and registry as POST /admin/api/clients: the same rules, the same messages.
+  router.post('/clients', csrf, requireAdmin, ...clientForms, async (ctx) => {
+    const read = readForm(ctx.request.body as Record<string, unknown>);
+    const { body, problems } = createBodyOf(read.values, read.problems);
+    if (!body) return renderForm(ctx, { ...newForm, values: read.values, problems });
+    const { category, verified, ...metadata } = body;
+    let created;
+    try {
+      created = await deps.clients.create(metadata, { category, verified, by: by(ctx), origin: 'admin' });
+    } catch (err) {
+      if (err instanceof z.ZodError) return renderForm(ctx, { ...newForm, values: read.values, problems: problemsOf(err) });
+      throw err;
+    }
+    render(ctx, 'admin-client-created', {
+      title: 'Client registered',
+      username: ctx.state.adminUsername,
+      clientId: created.client.clientId,
+      name: created.client.name,
+      type: created.client.type,
+      secret: created.clientSecret,
+    });
+  });
+
+  /** A client an admin may edit here: not Custos's own, not retired. */
+  async function editable(ctx: Context) {
+    const c = await deps.clients.get(String(ctx.params.id));
+    if (!c) throw notFound('there is no such client');
+    if (c.origin === 'system') throw conflict("Custos's own clients are not edited here");
+    if (c.status === 'retired') throw conflict('a retired client cannot be changed');
+    return c;
+  }
+
+  const editForm = (id: string, name: string) => ({
+    heading: `Edit ${name}`,
+    action: `/admin/clients/${id}/edit`,
+    submit: 'Save the changes',
+    cancel: `/admin/clients/${id}`,
+    lead: 'A client cannot switch between a secret and no secret (public, or keys): register a new client for that.',
+  });
+
+  router.get('/clients/:id/edit', csrf, requireAdmin, async (ctx) => {
+    const c = await editable(ctx);
+    renderForm(ctx, { ...editForm(c.clientId, c.name), values: formValuesOf(c), problems: {} });
+  });
+
+  // The same schema and registry as PATCH /admin/api/clients/{id}.
+  router.post('/clients/:id/edit', csrf, requireAdmin, ...clientForms, async (ctx) => {
+    const c = await editable(ctx);
+    const read = readForm(ctx.request.body as Record<string, unknown>);
+    const { body, problems } = patchBodyOf(read.values, read.problems);
+    if (!body) return renderForm(ctx, { ...editForm(c.clientId, c.name), values: read.values, problems });
+    const { category, verified, ...patch } = body as Record<string, unknown> & { category?: RegisteredClient['category']; verified?: boolean };
+    try {
+      await deps.clients.update(c.clientId, patch, { category, verified }, by(ctx));
+    } catch (err) {
+      if (err instanceof z.ZodError) return renderForm(ctx, { ...editForm(c.clientId, c.name), values: read.values, problems: problemsOf(err) });
+      if (err instanceof ClientStateError) throw conflict(err.message);
+      if (err instanceof ClientNotFoundError) throw notFound('there is no such client');
+      throw err;
+    }
+    ctx.redirect(`/admin/clients/${c.clientId}?done=edit`);
+  });
 
   router.get('/clients/:id', csrf, requireAdmin, (ctx) => showClient(ctx, { notice: NOTICES[String(ctx.query.done)] }));
 
@@ -270,4 +394,5 @@ const NOTICES: Record<string, string> = {
   suspend: 'The client is suspended; every grant and token it held is revoked.',
   reactivate: 'The client is approved again. Its old tokens stay revoked.',
   retire: 'The client is retired.',
+  edit: 'The changes are saved.',
 };

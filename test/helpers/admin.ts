@@ -94,3 +94,42 @@ export function adminApi(server: TestServer, token: string | undefined) {
     return { status: res.status, headers: res.headers, json, text };
   };
 }
+
+/**
+ * A browser-like agent signed in to the admin pages (password, then the TOTP code), ready to get
+ * pages and post their forms. `page(path)` returns the page; `post(path, form)` posts with the
+ * CSRF token from the last page seen.
+ */
+export async function adminPagesAgent(server: TestServer, admin: { username: string; password: string; secret: string }) {
+  const agent = new UserAgent();
+  let res = await agent.follow(`${server.issuer}/admin`, server.issuer);
+  for (let step = 0; step < 4 && res.status === 200 && !res.url.includes('/admin/'); step += 1) {
+    const form: Record<string, string> = { _csrf: csrfTokenOf(res.body) };
+    let action: string;
+    if (res.body.includes('/login"')) {
+      action = formActionOf(res.body, 'login');
+      Object.assign(form, { username: admin.username, password: admin.password });
+    } else if (res.body.includes('/otp"')) {
+      action = formActionOf(res.body, 'otp');
+      Object.assign(form, { code: await generate({ secret: admin.secret }) });
+    } else {
+      break;
+    }
+    res = await agent.request(new URL(action, server.issuer).toString(), { form });
+    if (res.location) res = await agent.follow(res.location, server.issuer);
+  }
+  if (!res.url.startsWith(`${server.issuer}/admin/clients`) || res.status !== 200) throw new Error(`admin sign-in did not finish: ${res.status} ${res.url} ${res.body.slice(0, 300)}`);
+  let last = res.body;
+  return {
+    agent,
+    async page(path: string) {
+      const r = await agent.request(`${server.issuer}${path}`);
+      if (r.status === 200) last = r.body;
+      return r;
+    },
+    async post(path: string, form: Record<string, string> | [string, string][] = {}) {
+      const fields: [string, string][] = Array.isArray(form) ? form : Object.entries(form);
+      return agent.request(`${server.issuer}${path}`, { form: [['_csrf', csrfTokenOf(last)], ...fields] });
+    },
+  };
+}
