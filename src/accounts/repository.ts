@@ -57,6 +57,11 @@ export interface AccountRepository {
   /** Returns the account only when the password matches and the account is enabled. */
   verifyCredentials(username: string, password: string): Promise<Account | undefined>;
   list(opts: { limit: number; after?: string }): Promise<Account[]>;
+  /**
+   * Accounts by username, filtered: `q` matches the username, display name, email or linked FHIR
+   * id (case-insensitive substring); `after` is the last username of the previous page.
+   */
+  search(opts: { q?: string | undefined; role?: Role | undefined; disabled?: boolean | undefined; limit: number; after?: string | undefined }): Promise<Account[]>;
   countByRole(role: Role): Promise<number>;
   /** Enabled patient accounts whose username or name contains `query`, at most `limit`. */
   searchPatients(query: string, limit: number): Promise<Account[]>;
@@ -119,6 +124,21 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
       const q = db('accounts').select(PUBLIC_COLUMNS).orderBy('username').limit(limit);
       if (after) q.where('username', '>', after);
       return (await q).map(toAccount);
+    },
+    async search({ q, role, disabled, limit, after }) {
+      const query = db('accounts').select(PUBLIC_COLUMNS).orderBy('username').limit(limit);
+      if (role) query.where({ role });
+      if (disabled === true) query.whereNotNull('disabled_at');
+      if (disabled === false) query.whereNull('disabled_at');
+      if (after) query.where('username', '>', after);
+      if (q) {
+        const pattern = `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+        query.where((w) =>
+          w.whereILike('username', pattern).orWhereILike('display_name', pattern).orWhereILike('email', pattern)
+            .orWhereILike('fhir_patient_id', pattern).orWhereILike('fhir_practitioner_id', pattern),
+        );
+      }
+      return (await query).map(toAccount);
     },
     async searchPatients(query, limit) {
       const pattern = `%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;

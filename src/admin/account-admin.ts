@@ -4,7 +4,7 @@
  * API, the CLI and the pages all call these functions.
  */
 import type { Knex } from 'knex';
-import type { Account, AccountRepository, NewAccount } from '../accounts/index.ts';
+import type { Account, AccountRepository, NewAccount, Role } from '../accounts/index.ts';
 import type { AuditTrail } from '../audit/index.ts';
 import type { Actor } from '../clients/index.ts';
 import type { MfaRepository } from '../mfa/index.ts';
@@ -16,6 +16,35 @@ export class AccountNotFoundError extends Error {
 /** The action does not fit the account (disabling a disabled account, linking an admin...). */
 export class AccountStateError extends Error {
   override name = 'AccountStateError';
+}
+
+/** A paging cursor this server did not give out. */
+export class InvalidAccountCursorError extends Error {
+  override name = 'InvalidAccountCursorError';
+}
+
+export interface AccountSearch {
+  q?: string | undefined;
+  role?: Role | undefined;
+  disabled?: boolean | undefined;
+  limit: number;
+  cursor?: string | undefined;
+}
+
+/**
+ * One page of accounts by username, for the admin API and pages alike; `nextCursor` when there
+ * are more. The cursor is opaque to callers (the last username, encoded).
+ */
+export async function searchAccounts(accounts: AccountRepository, s: AccountSearch): Promise<{ accounts: Account[]; nextCursor?: string }> {
+  let after: string | undefined;
+  if (s.cursor !== undefined) {
+    after = /^[A-Za-z0-9_-]{1,100}$/.test(s.cursor) ? Buffer.from(s.cursor, 'base64url').toString('utf8') : '';
+    if (!after || !/^[\x21-\x7e]{1,64}$/.test(after)) throw new InvalidAccountCursorError('the cursor is not one this server gave out');
+  }
+  const rows = await accounts.search({ q: s.q || undefined, role: s.role, disabled: s.disabled, limit: s.limit + 1, after });
+  const page = rows.slice(0, s.limit);
+  const last = page.at(-1);
+  return rows.length > s.limit && last ? { accounts: page, nextCursor: Buffer.from(last.username).toString('base64url') } : { accounts: page };
 }
 
 export const MFA_RESET_NOTICE =

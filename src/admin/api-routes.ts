@@ -26,7 +26,7 @@ import {
 } from '../clients/index.ts';
 import { HttpError, conflict, notFound, type FieldError } from '../http/errors.ts';
 import type { ProviderHost } from '../oidc/index.ts';
-import { AccountNotFoundError, AccountStateError, type AccountAdmin } from './account-admin.ts';
+import { AccountNotFoundError, AccountStateError, InvalidAccountCursorError, searchAccounts, type AccountAdmin } from './account-admin.ts';
 import { adminAuth, type AdminCaller } from './admin-auth.ts';
 import * as s from './api-schemas.ts';
 import { auditBundle } from './audit-fhir.ts';
@@ -122,7 +122,7 @@ function translate(err: unknown): unknown {
   if (err instanceof z.ZodError) return invalid(err, 'body');
   if (err instanceof ClientNotFoundError || err instanceof AccountNotFoundError) return notFound(err.message);
   if (err instanceof ClientStateError || err instanceof AccountStateError || err instanceof UsernameTakenError) return conflict(err.message);
-  if (err instanceof InvalidClientCursorError || err instanceof InvalidCursorError) {
+  if (err instanceof InvalidClientCursorError || err instanceof InvalidCursorError || err instanceof InvalidAccountCursorError) {
     return new HttpError(400, 'invalid_request', err.message, {}, [{ parameter: 'cursor', detail: err.message }]);
   }
   return err;
@@ -448,6 +448,19 @@ export function adminApiRouteTable(deps: AdminApiDeps): ApiRoute[] {
         const account = await accountAdmin.create(parsed.data, by);
         ctx.set('Location', `${deps.issuer}${ADMIN_API_PREFIX}/accounts/${account.id}`);
         return { status: 201, body: accountJson(account) };
+      },
+    }),
+    route({
+      method: 'get',
+      path: '/accounts',
+      operationId: 'listAccounts',
+      summary: 'Accounts by username, filtered, one page at a time',
+      tag: 'accounts',
+      query: s.accountListQuery,
+      success: { status: 200, description: '`accounts` and, when there are more, `next_cursor`' },
+      async handle(_ctx, { query }) {
+        const page = await searchAccounts(deps.accounts, query);
+        return { body: { accounts: page.accounts.map(accountJson), ...(page.nextCursor ? { next_cursor: page.nextCursor } : {}) } };
       },
     }),
     route({

@@ -4,7 +4,7 @@
  * from these same schemas.
  */
 import { z } from 'zod';
-import { fhirId, newAccountSchema } from '../accounts/index.ts';
+import { fhirId, newAccountSchema, ROLES } from '../accounts/index.ts';
 import {
   CLIENT_CATEGORIES,
   CLIENT_SORTS,
@@ -80,6 +80,17 @@ export const accountCreateBody = z.strictObject({
   display_name: newAccountSchema.shape.displayName,
   email: newAccountSchema.shape.email,
   fhir_id: fhirId.optional().describe('FHIR Patient id (patients) or Practitioner id (practitioners)'),
+});
+
+/** Hard cap on one page of accounts. */
+export const MAX_ACCOUNT_PAGE = 100;
+
+export const accountListQuery = z.strictObject({
+  q: z.string().max(100).optional().describe('part of the username, name, email or linked FHIR id'),
+  role: z.enum(ROLES).optional(),
+  disabled: bool.optional(),
+  limit: z.coerce.number().int().min(1).max(MAX_ACCOUNT_PAGE).default(50),
+  cursor: z.string().max(200).optional(),
 });
 
 export const accountLinkBody = z.strictObject({ fhir_id: fhirId });

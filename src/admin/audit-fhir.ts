@@ -16,7 +16,7 @@ function actionOf(type: string): string {
   const verb = type.split('.').at(-1) ?? '';
   if (verb === 'created' || verb === 'issued' || verb.endsWith('_issued')) return ACTION.C;
   if (verb === 'retired' || verb === 'deleted') return ACTION.D;
-  if (/updated|linked|rotated|approved|suspended|reactivated|disabled|enabled|reset|granted|revoked/.test(verb)) return ACTION.U;
+  if (/updated|linked|rotated|approved|suspended|reactivated|disabled|enabled|reset|granted|revoked|review_required/.test(verb)) return ACTION.U;
   return ACTION.E;
 }
 

@@ -1,6 +1,7 @@
 /**
- * The admin pages (`/admin`): the client list, one client, and its life-cycle and secret
- * actions, server-rendered. An admin signs in through Custos itself (a first-party public client,
+ * The admin pages (`/admin`): the client list, one client, registering and editing clients, its
+ * life-cycle and secret actions, accounts (disable, enable, reset the second factor) and the audit
+ * trail, server-rendered. An admin signs in through Custos itself (a first-party public client,
  * `custos-admin`, with PKCE), always with the second factor; destructive actions also need that
  * sign-in to be recent. Every form carries a CSRF token; the actions call the same registry the
  * API and the CLI use.
@@ -11,7 +12,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import { z } from 'zod';
 import { accountSessions, type AccountSession } from '../account/index.ts';
-import type { AccountRepository } from '../accounts/index.ts';
+import { ROLES, type AccountRepository } from '../accounts/index.ts';
+import { InvalidCursorError, type AuditTrail } from '../audit/index.ts';
 import {
   CLIENT_STATUSES,
   ClientNotFoundError,
@@ -25,7 +27,10 @@ import {
 import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import { HttpError, badRequest, conflict, notFound } from '../http/errors.ts';
 import type { Views } from '../http/views.ts';
-import { ACR_MFA } from '../mfa/index.ts';
+import { ACR_MFA, type MfaRepository } from '../mfa/index.ts';
+import { AccountNotFoundError, AccountStateError, InvalidAccountCursorError, searchAccounts, type AccountAdmin } from './account-admin.ts';
+import { accountListQuery, auditQuery } from './api-schemas.ts';
+import { auditBundle } from './audit-fhir.ts';
 import {
   EMPTY_FORM,
   createBodyOf,
@@ -48,6 +53,9 @@ interface AdminPagesDeps {
   issuer: string;
   selfUrl: () => string;
   accounts: AccountRepository;
+  accountAdmin: AccountAdmin;
+  mfa: MfaRepository;
+  audit: AuditTrail;
   clients: ClientRegistry;
   views: Views;
   idleTimeout: number;
@@ -374,6 +382,177 @@ export function adminPages(deps: AdminPagesDeps): Router {
     });
   });
 
+  /** Only the query parameters a page knows, blanks dropped (an empty filter means "any"). */
+  function pageQuery(ctx: Context, keys: readonly string[]): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const key of keys) {
+      const v = ctx.query[key];
+      if (typeof v === 'string' && v.trim() !== '') out[key] = v.trim();
+    }
+    return out;
+  }
+
+  const problemText = (err: z.ZodError) =>
+    err.issues.map((i) => `${FILTER_LABELS[String(i.path[0])] ?? String(i.path[0])}: ${i.message}`).join('; ');
+
+  router.get('/accounts', csrf, requireAdmin, async (ctx) => {
+    const raw = pageQuery(ctx, ['q', 'role', 'disabled', 'limit', 'cursor']);
+    const parsed = accountListQuery.safeParse(raw);
+    const filter = { q: raw.q ?? '', role: raw.role ?? '', disabled: raw.disabled ?? '' };
+    const data = { title: 'Accounts', username: ctx.state.adminUsername, roles: ROLES, filter, accounts: [] as unknown[], next: undefined as string | undefined };
+    if (!parsed.success) return render(ctx, 'admin-accounts', { ...data, error: `The filters have a problem. ${problemText(parsed.error)}` }, 400);
+    let page;
+    try {
+      page = await searchAccounts(deps.accounts, parsed.data);
+    } catch (err) {
+      if (err instanceof InvalidAccountCursorError) return render(ctx, 'admin-accounts', { ...data, error: 'That page link is not valid; start from the first page.' }, 400);
+      throw err;
+    }
+    const { cursor: _cursor, ...kept } = raw;
+    render(ctx, 'admin-accounts', {
+      ...data,
+      accounts: page.accounts.map((a) => ({
+        id: a.id,
+        username: a.username,
+        displayName: a.displayName ?? '',
+        role: a.role,
+        fhirId: a.fhirPatientId ?? a.fhirPractitionerId ?? '',
+        disabled: a.disabled,
+        createdAt: a.createdAt.toISOString().slice(0, 10),
+      })),
+      next: page.nextCursor ? `/admin/accounts?${new URLSearchParams({ ...kept, cursor: page.nextCursor })}` : undefined,
+    });
+  });
+
+  async function showAccount(ctx: Context, extra: Record<string, unknown> = {}, status = 200) {
+    const a = await deps.accounts.findById(String(ctx.params.id));
+    if (!a) throw notFound('there is no such account');
+    const factors = await deps.mfa.status(a.id);
+    render(
+      ctx,
+      'admin-account',
+      {
+        title: a.username,
+        username: ctx.state.adminUsername,
+        account: {
+          id: a.id,
+          username: a.username,
+          displayName: a.displayName ?? '-',
+          email: a.email ?? '-',
+          role: a.role,
+          fhirId: a.fhirPatientId ?? a.fhirPractitionerId ?? '-',
+          disabled: a.disabled,
+          createdAt: a.createdAt.toISOString(),
+          totp: factors.totp,
+          recoveryCodesLeft: factors.recoveryCodesLeft,
+          self: a.id === (ctx.state.adminSession as AccountSession).sub,
+        },
+        auditLink: `/admin/audit?${new URLSearchParams(a.fhirPatientId ? { patient: a.fhirPatientId } : { actor: a.id })}`,
+        ...extra,
+      },
+      status,
+    );
+  }
+
+  router.get('/accounts/:id', csrf, requireAdmin, (ctx) => showAccount(ctx, { notice: ACCOUNT_NOTICES[String(ctx.query.done)] }));
+
+  const accountActions = {
+    disable: { destructive: true, run: (id: string, ctx: Context) => deps.accountAdmin.disable(id, by(ctx)) },
+    enable: { destructive: false, run: (id: string, ctx: Context) => deps.accountAdmin.enable(id, by(ctx)) },
+    'mfa-reset': { destructive: true, run: (id: string, ctx: Context) => deps.accountAdmin.resetMfa(id, by(ctx)) },
+  } as const;
+  for (const [action, spec] of Object.entries(accountActions)) {
+    router.post(`/accounts/:id/${action}`, csrf, requireAdmin, ...forms, async (ctx) => {
+      const id = String(ctx.params.id);
+      const back = `/admin/accounts/${id}`;
+      // The same rule as the API: disabling and resetting a factor need a recent sign-in.
+      if (spec.destructive && !recentEnough(ctx, back)) return;
+      try {
+        await spec.run(id, ctx);
+      } catch (err) {
+        if (err instanceof AccountNotFoundError) throw notFound('there is no such account');
+        if (err instanceof AccountStateError) return showAccount(ctx, { error: `${err.message.charAt(0).toUpperCase()}${err.message.slice(1)}.` }, 409);
+        throw err;
+      }
+      ctx.redirect(`${back}?done=${action}`);
+    });
+  }
+
+  const AUDIT_KEYS = ['actor', 'client_id', 'patient', 'type', 'from', 'to', 'limit', 'cursor'] as const;
+
+  /** The audit filters as the API's query: the page's UTC date-times get their `Z`. */
+  function auditFilters(ctx: Context) {
+    const raw = pageQuery(ctx, AUDIT_KEYS);
+    const query: Record<string, string> = { ...raw };
+    for (const key of ['from', 'to'] as const) {
+      if (raw[key] && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$/.test(raw[key])) query[key] = `${raw[key].length === 16 ? `${raw[key]}:00` : raw[key]}Z`;
+    }
+    const parsed = auditQuery.safeParse(query);
+    return { raw, parsed };
+  }
+
+  const filterOf = (q: z.output<typeof auditQuery>) => ({
+    actor: q.actor,
+    clientId: q.client_id,
+    patientId: q.patient,
+    type: q.type,
+    from: q.from ? new Date(q.from) : undefined,
+    to: q.to ? new Date(q.to) : undefined,
+  });
+
+  router.get('/audit', csrf, requireAdmin, async (ctx) => {
+    const { raw, parsed } = auditFilters(ctx);
+    const { cursor: _cursor, ...kept } = raw;
+    const data = {
+      title: 'Audit trail',
+      username: ctx.state.adminUsername,
+      filter: { actor: '', client_id: '', patient: '', type: '', from: '', to: '', ...kept },
+      events: [] as unknown[],
+      next: undefined as string | undefined,
+      fhirLink: `/admin/audit/fhir${Object.keys(kept).length ? `?${new URLSearchParams(kept)}` : ''}`,
+    };
+    if (!parsed.success) return render(ctx, 'admin-audit', { ...data, error: `The filters have a problem. ${problemText(parsed.error)}` }, 400);
+    let page;
+    try {
+      page = await deps.audit.list(filterOf(parsed.data), { limit: parsed.data.limit, cursor: parsed.data.cursor });
+    } catch (err) {
+      if (err instanceof InvalidCursorError) return render(ctx, 'admin-audit', { ...data, error: 'That page link is not valid; start from the newest events.' }, 400);
+      throw err;
+    }
+    render(ctx, 'admin-audit', {
+      ...data,
+      events: page.events.map((e) => ({
+        at: e.occurredAt.toISOString().replace('T', ' ').slice(0, 19),
+        type: e.type,
+        outcome: e.outcome,
+        actor: e.actor ?? '',
+        clientId: e.clientId ?? '',
+        patientId: e.patientId ?? '',
+        ip: e.ip ?? '',
+        details: Object.keys(e.details).length ? JSON.stringify(e.details) : '',
+      })),
+      next: page.nextCursor ? `/admin/audit?${new URLSearchParams({ ...kept, cursor: page.nextCursor })}` : undefined,
+    });
+  });
+
+  // The same events as FHIR R4 AuditEvents, like GET /admin/api/audit/fhir, for a signed-in admin.
+  router.get('/audit/fhir', requireAdmin, async (ctx) => {
+    const { raw, parsed } = auditFilters(ctx);
+    if (!parsed.success) throw badRequest(`The filters have a problem. ${problemText(parsed.error)}`);
+    let page;
+    try {
+      page = await deps.audit.list(filterOf(parsed.data), { limit: parsed.data.limit, cursor: parsed.data.cursor });
+    } catch (err) {
+      if (err instanceof InvalidCursorError) throw badRequest('that page link is not valid; start from the newest events');
+      throw err;
+    }
+    const self = `${deps.issuer}${ctx.path}${ctx.querystring ? `?${ctx.querystring}` : ''}`;
+    const next = page.nextCursor ? `${deps.issuer}${ctx.path}?${new URLSearchParams({ ...raw, cursor: page.nextCursor })}` : undefined;
+    ctx.set('Cache-Control', 'no-store');
+    ctx.type = 'application/fhir+json';
+    ctx.body = auditBundle(page.events, deps.issuer, self, next);
+  });
+
   router.post('/logout', csrf, ...forms, async (ctx) => {
     sessions.end(ctx);
     ctx.redirect(`${deps.issuer}/session/end`);
@@ -387,6 +566,26 @@ const LABELS: Record<LifecycleAction, string> = {
   suspend: 'Suspend and revoke all tokens',
   reactivate: 'Reactivate',
   retire: 'Retire for good',
+};
+
+const ACCOUNT_NOTICES: Record<string, string> = {
+  disable: 'The account is disabled; its sessions, grants and tokens are ended.',
+  enable: 'The account is enabled again.',
+  'mfa-reset': 'Every second factor and recovery code of the account is removed; the user is told at their next visit.',
+};
+
+const FILTER_LABELS: Record<string, string> = {
+  q: 'Search',
+  role: 'Role',
+  disabled: 'Status',
+  cursor: 'Page',
+  limit: 'Page size',
+  actor: 'Actor',
+  client_id: 'Client',
+  patient: 'Patient',
+  type: 'Type',
+  from: 'From',
+  to: 'To',
 };
 
 const NOTICES: Record<string, string> = {

@@ -42,6 +42,24 @@ describe('admin API: accounts, audit, registration, inventory', () => {
     assert.equal(await server.running.services.accounts.list({ limit: 100 }).then((l) => l.filter((a) => ['bob', 'carol', 'dave'].includes(a.username)).length), 0);
   });
 
+  it('lists accounts by username with search, filters and cursor paging; bad queries are 400s', async () => {
+    for (const name of ['lista', 'listb', 'listc']) await server.createAccount({ username: name, role: 'practitioner', fhirId: `prac-${name}` });
+    const first = await api('GET', '/accounts?q=list&limit=2');
+    assert.equal(first.status, 200, first.text);
+    assert.deepEqual((first.json.accounts as { username: string }[]).map((a) => a.username), ['lista', 'listb']);
+    assert.ok(!/password|hash|secret/i.test(first.text));
+    const second = await api('GET', `/accounts?q=list&limit=2&cursor=${String(first.json.next_cursor)}`);
+    assert.deepEqual((second.json.accounts as { username: string }[]).map((a) => a.username), ['listc']);
+    assert.equal(second.json.next_cursor, undefined);
+    assert.deepEqual(((await api('GET', '/accounts?role=practitioner&q=prac-listb')).json.accounts as { username: string }[]).map((a) => a.username), ['listb']);
+    for (const [query, parameter] of [['role=root', 'role'], ['limit=101', 'limit'], ['cursor=!!', 'cursor'], ['disabled=maybe', 'disabled'], ['surprise=1', '']] as const) {
+      const res = await api('GET', `/accounts?${query}`);
+      assert.equal(res.status, 400, query);
+      assert.equal(res.headers.get('content-type'), 'application/problem+json');
+      if (parameter) assert.equal((res.json.errors as { parameter: string }[])[0]?.parameter, parameter, query);
+    }
+  });
+
   it('disables an account (its tokens stop at once), enables it, links it to FHIR', async () => {
     const pat = await server.createAccount({ username: 'pat', role: 'patient', fhirId: 'pat-1' });
     const app = await server.createClient({ client_name: 'App', redirect_uris: [REDIRECT_URI], scope: 'openid', grant_types: ['authorization_code'] });
