@@ -147,7 +147,7 @@ describe('admin pages: register, approve, suspend a client', () => {
       // On a phone: the form and the lists fit the screen.
       await page.setViewportSize({ width: 390, height: 844 });
       await page.goto(`${server.issuer}/admin/clients/${clientId}/edit`);
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
       assert.ok(overflow <= 1, `no sideways scrolling on a phone (${overflow}px)`);
       await page.screenshot({ path: `${ARTIFACTS}admin-client-edit-phone.png`, fullPage: true });
 
