@@ -3,6 +3,7 @@
  * `startServer` is also what the tests boot, so they run exactly what production runs.
  */
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { loadConfig, ConfigError, type Config } from './config/index.ts';
@@ -93,6 +94,18 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+const TLS_CIPHERS = [
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'TLS_AES_128_GCM_SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+].join(':');
+
 const CLEANUP_INTERVAL_MS = 10 * 60 * 1000;
 // New audit events join the hash chain within this time (see migrations/005_audit_trail.ts).
 const AUDIT_SEAL_INTERVAL_MS = 5_000;
@@ -152,6 +165,7 @@ export async function startServer(
       cookieKeys: config.secrets.cookieKeys,
       https: config.issuer.startsWith('https://'),
       trustProxy: config.trustProxy,
+      trustedProxies: config.trustedProxies,
       outer: [(ctx, next) => metrics.middleware(ctx, next)],
       guards: [(ctx, next) => rateLimits.middleware(ctx, next)],
       routers: [
@@ -228,7 +242,10 @@ export async function startServer(
       ],
     });
 
-    const server = createServer(app.callback());
+    // Served over TLS directly when a certificate is configured: TLS 1.2 at least, AEAD suites only.
+    const server = config.tls
+      ? createHttpsServer({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2', ciphers: TLS_CIPHERS, honorCipherOrder: true }, app.callback())
+      : createServer(app.callback());
     server.headersTimeout = 20_000;
     server.requestTimeout = 30_000;
     await new Promise<void>((resolve, reject) => {
@@ -237,7 +254,8 @@ export async function startServer(
     });
     const { port } = server.address() as AddressInfo;
     const loopback = ['0.0.0.0', '::', '127.0.0.1', 'localhost'].includes(config.host) ? '127.0.0.1' : config.host;
-    selfUrl = `http://${loopback.includes(':') ? `[${loopback}]` : loopback}:${port}`;
+    // Over TLS the certificate names the public host, so the server reaches itself there.
+    selfUrl = config.tls ? config.issuer : `http://${loopback.includes(':') ? `[${loopback}]` : loopback}:${port}`;
 
     const cleanup = setInterval(() => {
       Promise.all([deleteExpiredPayloads(db), purgeRetiredSigningKeys(db), launches.deleteExpired()])
@@ -283,7 +301,7 @@ export async function startServer(
     }
 
     return {
-      url: `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,
+      url: `${config.tls ? 'https' : 'http'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,
       server,
       services,
       async close() {

@@ -4,6 +4,8 @@
  */
 import { z } from 'zod';
 import { resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { resolveSecrets, type Secrets } from './secrets.ts';
 import { ConfigError } from './errors.ts';
 
@@ -41,7 +43,10 @@ const envSchema = z.object({
   ARGON2_MEMORY_KIB: z.coerce.number().int().min(1024).max(1024 * 1024).default(19456),
   ARGON2_TIME_COST: z.coerce.number().int().min(1).max(10).default(2),
   ARGON2_MAX_CONCURRENT: z.coerce.number().int().min(1).max(64).default(4),
-  TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  // true, false, or the comma-separated addresses / CIDR ranges of the proxies to believe.
+  TRUST_PROXY: z.string().default('false'),
+  TLS_CERT_FILE: z.string().min(1).optional(),
+  TLS_KEY_FILE: z.string().min(1).optional(),
   FHIR_BASE_URLS: z.string().optional(),
   MFA_FOR_WRITE_SCOPES: z.enum(['true', 'false']).default('true'),
   MFA_REQUIRED_ROLES: z
@@ -89,6 +94,10 @@ export interface Config {
   readonly signingKeyRefreshInterval: number;
   readonly argon2: { readonly memoryKiB: number; readonly timeCost: number; readonly maxConcurrent: number };
   readonly trustProxy: boolean;
+  /** Only these peers' forwarded headers are honoured; undefined means any peer (TRUST_PROXY=true). */
+  readonly trustedProxies: readonly string[] | undefined;
+  /** Serve HTTPS directly with this certificate chain and key (PEM). */
+  readonly tls: { readonly cert: Buffer; readonly key: Buffer } | undefined;
   /** Access tokens for FHIR servers: opaque (introspect them) or RFC 9068 JWTs. */
   readonly accessTokenFormat: 'opaque' | 'jwt';
   /** Multi-factor policy (see src/mfa/policy.ts). */
@@ -138,7 +147,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     );
   }
 
-  const issuer = (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/+$/, '');
+  const issuer = (e.ISSUER ?? `${e.TLS_CERT_FILE ? 'https' : 'http'}://localhost:${e.PORT}`).replace(/\/+$/, '');
   if (production && !issuer.startsWith('https://')) {
     throw new ConfigError('ISSUER must be an https:// URL when NODE_ENV=production');
   }
@@ -181,7 +190,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       timeCost: e.ARGON2_TIME_COST,
       maxConcurrent: e.ARGON2_MAX_CONCURRENT,
     }),
-    trustProxy: e.TRUST_PROXY === 'true',
+    trustProxy: e.TRUST_PROXY !== 'false',
+    trustedProxies: parseTrustedProxies(e.TRUST_PROXY),
+    tls: readTls(e.TLS_CERT_FILE, e.TLS_KEY_FILE),
     accessTokenFormat: e.ACCESS_TOKEN_FORMAT,
     mfa: Object.freeze({
       writeScopesNeedMfa: e.MFA_FOR_WRITE_SCOPES === 'true',
@@ -207,6 +218,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     }),
     logLevel: e.LOG_LEVEL,
   });
+}
+
+function parseTrustedProxies(raw: string): string[] | undefined {
+  if (raw === 'true' || raw === 'false') return undefined;
+  const entries = raw.split(',').map((p) => p.trim()).filter(Boolean);
+  if (entries.length === 0) throw new ConfigError('TRUST_PROXY: use true, false, or a comma-separated list of proxy addresses or CIDR ranges');
+  for (const entry of entries) {
+    const [address, bits, extra] = entry.split('/');
+    const family = isIP(address ?? '');
+    const maxBits = family === 6 ? 128 : 32;
+    const validBits = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= maxBits);
+    if (!family || !validBits || extra !== undefined) throw new ConfigError(`TRUST_PROXY: "${entry}" is not an IP address or CIDR range`);
+  }
+  return entries;
+}
+
+function readTls(certFile: string | undefined, keyFile: string | undefined): { cert: Buffer; key: Buffer } | undefined {
+  if (!certFile && !keyFile) return undefined;
+  if (!certFile || !keyFile) throw new ConfigError('TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither');
+  const read = (name: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch {
+      throw new ConfigError(`${name}: cannot read ${file}`);
+    }
+  };
+  return Object.freeze({ cert: read('TLS_CERT_FILE', certFile), key: read('TLS_KEY_FILE', keyFile) });
 }
 
 function parseFhirBaseUrls(raw: string | undefined, production: boolean): string[] {

@@ -8,6 +8,7 @@ import { errorHandler } from './error-handler.ts';
 import { securityHeaders } from './security-headers.ts';
 import { limitBodySize } from './body-limit.ts';
 import { requestContextMiddleware } from './request-context.ts';
+import { trustedProxiesOnly } from './trusted-proxies.ts';
 import type { Views } from './views.ts';
 
 export interface AppDeps {
@@ -19,6 +20,8 @@ export interface AppDeps {
   cookieKeys: readonly string[];
   https: boolean;
   trustProxy: boolean;
+  /** With a list, forwarded headers count only from these proxies (addresses or CIDR ranges). */
+  trustedProxies?: readonly string[] | undefined;
   /** Outermost, so it sees every request's final status (metrics). */
   outer?: Koa.Middleware[];
   /** After the error handler and body limit, before every route (rate limits). */
@@ -33,6 +36,7 @@ export function createApp(deps: AppDeps): Koa {
   // Cookies set through this app's context (ours and the provider's) are signed with these keys.
   app.keys = [...deps.cookieKeys];
   app.silent = true;
+  if (deps.trustProxy && deps.trustedProxies) app.use(trustedProxiesOnly(deps.trustedProxies));
   for (const m of deps.outer ?? []) app.use(m);
   app.use(errorHandler(deps.log, deps.views));
   app.use(securityHeaders({ https: deps.https }));
