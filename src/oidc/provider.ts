@@ -72,8 +72,10 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, secure, signed: true };
   const longCookieOptions = secure ? { ...cookieOptions, sameSite: 'none' as const } : cookieOptions;
 
+  const audited = tokenAudit(deps.audit);
+
   const configuration: Configuration = {
-    adapter: createKnexAdapter(deps.db, clients),
+    adapter: createKnexAdapter(deps.db, clients, (trx, kind, payload) => audited.issued(trx, kind, payload)),
     clients: [],
     jwks: { keys: structuredClone(signingKeys) as NonNullable<Configuration['jwks']>['keys'] },
     cookies: {
@@ -296,14 +298,12 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     return Promise.resolve(live && clients.verifySecret(previous, actual));
   };
 
-  const audited = tokenAudit(deps.audit);
   provider.use(async (ctx, next) => {
     await next();
     const oidcCtx = ctx as KoaContextWithOIDC;
     if (ctx.oidc?.route === 'token') {
       await launch.decorateTokenResponse(oidcCtx);
       deps.consentTokens.decorateTokenResponse(oidcCtx);
-      await audited.afterToken(oidcCtx);
       // Usage figures for the client inventory: one per token response.
       const clientId = oidcCtx.oidc.client?.clientId;
       if (ctx.status === 200 && clientId) await clients.recordTokenIssued(clientId);
