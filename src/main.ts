@@ -3,6 +3,7 @@
  * `startServer` is also what the tests boot, so they run exactly what production runs.
  */
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { loadConfig, ConfigError, type Config } from './config/index.ts';
@@ -33,6 +34,9 @@ import { createMfaRepository, type MfaRepository } from './mfa/index.ts';
 import { createAuditTrail, type AuditTrail } from './audit/index.ts';
 import { createConsentRepository, createConsentService, type ConsentService } from './consent/index.ts';
 import { createApp } from './http/app.ts';
+import { createLimiterStore } from './http/limiter-store.ts';
+import { requestRateLimits } from './http/rate-limits.ts';
+import { createMetrics, metricsRoutes } from './http/metrics.ts';
 import { createViews } from './http/views.ts';
 import { healthRoutes } from './http/health.ts';
 import { staticAssets } from './http/static-assets.ts';
@@ -90,6 +94,18 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+const TLS_CIPHERS = [
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'TLS_AES_128_GCM_SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+].join(':');
+
 const CLEANUP_INTERVAL_MS = 10 * 60 * 1000;
 // New audit events join the hash chain within this time (see migrations/005_audit_trail.ts).
 const AUDIT_SEAL_INTERVAL_MS = 5_000;
@@ -123,7 +139,11 @@ export async function startServer(
       minimum_acr: 'urn:custos:acr:mfa',
     });
     let selfUrl = config.issuer;
-    const throttle = createLoginThrottle(config.database);
+    const limiterStore = createLimiterStore({ database: config.database, redisUrl: config.redisUrl, keyPrefix: config.rateLimits.keyPrefix });
+    const throttle = createLoginThrottle(limiterStore);
+    const metrics = createMetrics();
+    audit.observe((event) => metrics.observe(event));
+    const rateLimits = requestRateLimits({ store: limiterStore, limits: config.rateLimits, audit, log, onLimited: (limit) => metrics.rateLimited(limit) });
     const views = createViews({ cache: config.env === 'production' });
     const launch = smartLaunch({
       launches,
@@ -135,7 +155,7 @@ export async function startServer(
     const levelCheck = sessionLevelTooLow(accounts, config.mfa);
     const tokensObeyConsent = consentTokens({ consents, accounts, launches, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
     const providers = createProviderHost(
-      (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, levelCheck, views, log }, jwks),
+      (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, clientRateLimit: rateLimits.checkClient, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
@@ -145,8 +165,12 @@ export async function startServer(
       cookieKeys: config.secrets.cookieKeys,
       https: config.issuer.startsWith('https://'),
       trustProxy: config.trustProxy,
+      trustedProxies: config.trustedProxies,
+      outer: [(ctx, next) => metrics.middleware(ctx, next)],
+      guards: [(ctx, next) => rateLimits.middleware(ctx, next)],
       routers: [
         healthRoutes(() => databaseReachable(db)),
+        metricsRoutes(metrics, config.metricsToken),
         staticAssets(),
         interactionRoutes({
           providers,
@@ -221,7 +245,10 @@ export async function startServer(
       ],
     });
 
-    const server = createServer(app.callback());
+    // Served over TLS directly when a certificate is configured: TLS 1.2 at least, AEAD suites only.
+    const server = config.tls
+      ? createHttpsServer({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2', ciphers: TLS_CIPHERS, honorCipherOrder: true }, app.callback())
+      : createServer(app.callback());
     server.headersTimeout = 20_000;
     server.requestTimeout = 30_000;
     await new Promise<void>((resolve, reject) => {
@@ -230,7 +257,8 @@ export async function startServer(
     });
     const { port } = server.address() as AddressInfo;
     const loopback = ['0.0.0.0', '::', '127.0.0.1', 'localhost'].includes(config.host) ? '127.0.0.1' : config.host;
-    selfUrl = `http://${loopback.includes(':') ? `[${loopback}]` : loopback}:${port}`;
+    // Over TLS the certificate names the public host, so the server reaches itself there.
+    selfUrl = config.tls ? config.issuer : `http://${loopback.includes(':') ? `[${loopback}]` : loopback}:${port}`;
 
     const cleanup = setInterval(() => {
       Promise.all([deleteExpiredPayloads(db), purgeRetiredSigningKeys(db), launches.deleteExpired()])
@@ -276,7 +304,7 @@ export async function startServer(
     }
 
     return {
-      url: `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,
+      url: `${config.tls ? 'https' : 'http'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,
       server,
       services,
       async close() {
@@ -284,7 +312,7 @@ export async function startServer(
         clearInterval(staleSweep);
         clearInterval(sealer);
         clearInterval(keyRefresh);
-        await throttle.close();
+        await limiterStore.close();
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await closeDatabase(db);

@@ -8,6 +8,7 @@ import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Context, Next } from 'koa';
+import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { AccountRepository } from '../accounts/index.ts';
 import type { AuditTrail } from '../audit/index.ts';
@@ -152,7 +153,9 @@ export function accountRoutes(deps: AccountDeps): Router {
     if (!(await freshEnough(ctx))) return;
     const s = ctx.state.account as AccountSession;
     const code = String((ctx.request.body as Record<string, unknown>).code ?? '').replace(/\s/g, '').slice(0, 16);
-    if (!(await deps.mfa.confirmTotp(s.sub, code))) {
+    const enrolled = (trx: Knex.Transaction) =>
+      deps.audit.record({ type: 'mfa.totp_enrolled', outcome: 'success', actor: s.sub, ip: ctx.ip, details: { during: 'account_page' } }, trx);
+    if (!(await deps.mfa.confirmTotp(s.sub, code, enrolled))) {
       const account = (await deps.accounts.findById(s.sub))!;
       return render(
         ctx,
@@ -162,15 +165,13 @@ export function accountRoutes(deps: AccountDeps): Router {
       );
     }
     const codes = await deps.mfa.regenerateRecoveryCodes(s.sub);
-    await deps.audit.record({ type: 'mfa.totp_enrolled', outcome: 'success', actor: s.sub, ip: ctx.ip, details: { during: 'account_page' } });
     render(ctx, 'recovery-codes', { title: 'Save your recovery codes', codes, continueHref: '/account?done=totp' });
   });
 
   router.post('/mfa/totp/remove', csrfToken({ secure }), requireSession, ...forms, async (ctx) => {
     if (!(await freshEnough(ctx))) return;
     const s = ctx.state.account as AccountSession;
-    await deps.mfa.removeTotp(s.sub);
-    await deps.audit.record({ type: 'mfa.totp_removed', outcome: 'success', actor: s.sub, ip: ctx.ip });
+    await deps.mfa.removeTotp(s.sub, (trx) => deps.audit.record({ type: 'mfa.totp_removed', outcome: 'success', actor: s.sub, ip: ctx.ip }, trx));
     ctx.redirect('/account?done=removed');
   });
 
@@ -178,8 +179,9 @@ export function accountRoutes(deps: AccountDeps): Router {
     if (!(await freshEnough(ctx))) return;
     const s = ctx.state.account as AccountSession;
     if (!(await deps.mfa.status(s.sub)).totp) throw badRequest('set up two-step verification first');
-    const codes = await deps.mfa.regenerateRecoveryCodes(s.sub);
-    await deps.audit.record({ type: 'mfa.recovery_codes_regenerated', outcome: 'success', actor: s.sub, ip: ctx.ip });
+    const codes = await deps.mfa.regenerateRecoveryCodes(s.sub, (trx) =>
+      deps.audit.record({ type: 'mfa.recovery_codes_regenerated', outcome: 'success', actor: s.sub, ip: ctx.ip }, trx),
+    );
     render(ctx, 'recovery-codes', { title: 'Your new recovery codes', codes, continueHref: '/account?done=codes' });
   });
 

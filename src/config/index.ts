@@ -4,6 +4,8 @@
  */
 import { z } from 'zod';
 import { resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { resolveSecrets, type Secrets } from './secrets.ts';
 import { ConfigError } from './errors.ts';
 
@@ -41,7 +43,10 @@ const envSchema = z.object({
   ARGON2_MEMORY_KIB: z.coerce.number().int().min(1024).max(1024 * 1024).default(19456),
   ARGON2_TIME_COST: z.coerce.number().int().min(1).max(10).default(2),
   ARGON2_MAX_CONCURRENT: z.coerce.number().int().min(1).max(64).default(4),
-  TRUST_PROXY: z.enum(['true', 'false']).default('false'),
+  // true, false, or the comma-separated addresses / CIDR ranges of the proxies to believe.
+  TRUST_PROXY: z.string().default('false'),
+  TLS_CERT_FILE: z.string().min(1).optional(),
+  TLS_KEY_FILE: z.string().min(1).optional(),
   FHIR_BASE_URLS: z.string().optional(),
   MFA_FOR_WRITE_SCOPES: z.enum(['true', 'false']).default('true'),
   MFA_REQUIRED_ROLES: z
@@ -51,6 +56,12 @@ const envSchema = z.object({
       message: 'must be a comma-separated list of patient, practitioner, admin',
     }),
   ADMIN_REAUTH_MAX_AGE: seconds(60, 3600, 600),
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+  RATE_LIMIT_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9_-]{1,40}$/).default('custos'),
+  RATE_LIMIT_OAUTH_PER_IP: z.coerce.number().int().min(0).max(1_000_000).default(600),
+  RATE_LIMIT_PER_CLIENT: z.coerce.number().int().min(0).max(1_000_000).default(1200),
+  RATE_LIMIT_PAGES_PER_IP: z.coerce.number().int().min(0).max(1_000_000).default(300),
+  METRICS_TOKEN: z.string().min(32, { error: 'METRICS_TOKEN must be at least 32 characters' }).optional(),
   CLIENT_STALE_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   CLIENT_STALE_AUTO_SUSPEND: z.enum(['true', 'false']).default('false'),
   REGISTRATION_OPEN: z.enum(['true', 'false']).default('false'),
@@ -83,12 +94,22 @@ export interface Config {
   readonly signingKeyRefreshInterval: number;
   readonly argon2: { readonly memoryKiB: number; readonly timeCost: number; readonly maxConcurrent: number };
   readonly trustProxy: boolean;
+  /** Only these peers' forwarded headers are honoured; undefined means any peer (TRUST_PROXY=true). */
+  readonly trustedProxies: readonly string[] | undefined;
+  /** Serve HTTPS directly with this certificate chain and key (PEM). */
+  readonly tls: { readonly cert: Buffer; readonly key: Buffer } | undefined;
   /** Access tokens for FHIR servers: opaque (introspect them) or RFC 9068 JWTs. */
   readonly accessTokenFormat: 'opaque' | 'jwt';
   /** Multi-factor policy (see src/mfa/policy.ts). */
   readonly mfa: { readonly writeScopesNeedMfa: boolean; readonly mfaRoles: readonly string[] };
   /** The protected FHIR servers' base URLs (no trailing slash); the first is the default audience. */
   readonly fhirBaseUrls: readonly string[];
+  /** Where shared counters live when set (rate limits); otherwise PostgreSQL or memory. */
+  readonly redisUrl: string | undefined;
+  /** Requests per minute; 0 turns a limit off. */
+  readonly rateLimits: { readonly keyPrefix: string; readonly oauthPerIp: number; readonly perClient: number; readonly pagesPerIp: number };
+  /** The bearer token /metrics wants; metrics are not served without one. */
+  readonly metricsToken: string | undefined;
   readonly admin: {
     /** Destructive admin actions need a sign-in with the second factor at most this old (seconds). */
     readonly reauthMaxAge: number;
@@ -126,7 +147,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     );
   }
 
-  const issuer = (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/+$/, '');
+  const issuer = (e.ISSUER ?? `${e.TLS_CERT_FILE ? 'https' : 'http'}://localhost:${e.PORT}`).replace(/\/+$/, '');
   if (production && !issuer.startsWith('https://')) {
     throw new ConfigError('ISSUER must be an https:// URL when NODE_ENV=production');
   }
@@ -169,7 +190,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       timeCost: e.ARGON2_TIME_COST,
       maxConcurrent: e.ARGON2_MAX_CONCURRENT,
     }),
-    trustProxy: e.TRUST_PROXY === 'true',
+    trustProxy: e.TRUST_PROXY !== 'false',
+    trustedProxies: parseTrustedProxies(e.TRUST_PROXY),
+    tls: readTls(e.TLS_CERT_FILE, e.TLS_KEY_FILE),
     accessTokenFormat: e.ACCESS_TOKEN_FORMAT,
     mfa: Object.freeze({
       writeScopesNeedMfa: e.MFA_FOR_WRITE_SCOPES === 'true',
@@ -179,6 +202,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     fhirBaseUrls: Object.freeze(
       parseFhirBaseUrls(e.FHIR_BASE_URLS ?? (e.NODE_ENV === 'development' ? `${issuer}${DEMO_FHIR_PATH}` : undefined), production),
     ),
+    redisUrl: e.REDIS_URL,
+    rateLimits: Object.freeze({
+      keyPrefix: e.RATE_LIMIT_KEY_PREFIX,
+      oauthPerIp: e.RATE_LIMIT_OAUTH_PER_IP,
+      perClient: e.RATE_LIMIT_PER_CLIENT,
+      pagesPerIp: e.RATE_LIMIT_PAGES_PER_IP,
+    }),
+    metricsToken: e.METRICS_TOKEN,
     admin: Object.freeze({
       reauthMaxAge: e.ADMIN_REAUTH_MAX_AGE,
       clientStaleDays: e.CLIENT_STALE_DAYS,
@@ -187,6 +218,33 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     }),
     logLevel: e.LOG_LEVEL,
   });
+}
+
+function parseTrustedProxies(raw: string): string[] | undefined {
+  if (raw === 'true' || raw === 'false') return undefined;
+  const entries = raw.split(',').map((p) => p.trim()).filter(Boolean);
+  if (entries.length === 0) throw new ConfigError('TRUST_PROXY: use true, false, or a comma-separated list of proxy addresses or CIDR ranges');
+  for (const entry of entries) {
+    const [address, bits, extra] = entry.split('/');
+    const family = isIP(address ?? '');
+    const maxBits = family === 6 ? 128 : 32;
+    const validBits = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= maxBits);
+    if (!family || !validBits || extra !== undefined) throw new ConfigError(`TRUST_PROXY: "${entry}" is not an IP address or CIDR range`);
+  }
+  return entries;
+}
+
+function readTls(certFile: string | undefined, keyFile: string | undefined): { cert: Buffer; key: Buffer } | undefined {
+  if (!certFile && !keyFile) return undefined;
+  if (!certFile || !keyFile) throw new ConfigError('TLS_CERT_FILE and TLS_KEY_FILE go together: set both to serve HTTPS, or neither');
+  const read = (name: string, file: string) => {
+    try {
+      return readFileSync(file);
+    } catch {
+      throw new ConfigError(`${name}: cannot read ${file}`);
+    }
+  };
+  return Object.freeze({ cert: read('TLS_CERT_FILE', certFile), key: read('TLS_KEY_FILE', keyFile) });
 }
 
 function parseFhirBaseUrls(raw: string | undefined, production: boolean): string[] {

@@ -11,6 +11,9 @@ export interface MfaStatus {
   recoveryCodesLeft: number;
 }
 
+/** Writes the audit event of a factor change inside the change's own transaction. */
+export type AuditHook = (trx: Knex.Transaction, facts?: { remaining?: number }) => Promise<void>;
+
 export interface MfaRepository {
   status(accountId: string): Promise<MfaStatus>;
   /** Starts (or restarts) TOTP enrolment; returns the new secret. Active factors stay until confirmed. */
@@ -18,16 +21,16 @@ export interface MfaRepository {
   /** The pending enrolment's secret, if any (to show the QR code again). */
   pendingTotpSecret(accountId: string): Promise<string | undefined>;
   /** Activates the pending secret when `code` is valid; replaces any older TOTP factor. */
-  confirmTotp(accountId: string, code: string): Promise<boolean>;
+  confirmTotp(accountId: string, code: string, record?: AuditHook): Promise<boolean>;
   /** Checks a TOTP code of the active factor; each time step is accepted at most once. */
   verifyTotp(accountId: string, code: string): Promise<boolean>;
-  removeTotp(accountId: string): Promise<void>;
+  removeTotp(accountId: string, record?: AuditHook): Promise<void>;
   /** Removes every factor and recovery code of the account (an admin's reset), inside `trx`. */
   resetAll(accountId: string, trx: Knex.Transaction): Promise<{ factors: number; recoveryCodes: number }>;
   /** Replaces the recovery codes with ten new ones, returned here only. */
-  regenerateRecoveryCodes(accountId: string): Promise<string[]>;
+  regenerateRecoveryCodes(accountId: string, record?: AuditHook): Promise<string[]>;
   /** Uses a recovery code once; returns how many remain, or undefined when it is not valid. */
-  useRecoveryCode(accountId: string, code: string): Promise<number | undefined>;
+  useRecoveryCode(accountId: string, code: string, record?: AuditHook): Promise<number | undefined>;
 }
 
 const aad = (accountId: string) => `totp:${accountId}`;
@@ -59,7 +62,7 @@ export function createMfaRepository(db: Knex, kek: Buffer, recoveryPepper: Buffe
       const row = await db('mfa_factors').where({ account_id: accountId, kind: 'totp' }).whereNull('confirmed_at').first('secret_encrypted');
       return secretOf(row, accountId);
     },
-    async confirmTotp(accountId, code) {
+    async confirmTotp(accountId, code, record) {
       const pending = await db('mfa_factors').where({ account_id: accountId, kind: 'totp' }).whereNull('confirmed_at').first('id', 'secret_encrypted');
       if (!pending) return false;
       const step = await matchTotp((await secretOf(pending, accountId))!, code, 0);
@@ -67,6 +70,7 @@ export function createMfaRepository(db: Knex, kek: Buffer, recoveryPepper: Buffe
       await db.transaction(async (trx) => {
         await trx('mfa_factors').where({ account_id: accountId, kind: 'totp' }).whereNotNull('confirmed_at').delete();
         await trx('mfa_factors').where({ id: pending.id }).update({ confirmed_at: trx.fn.now(), last_step: step });
+        await record?.(trx);
       });
       return true;
     },
@@ -82,28 +86,38 @@ export function createMfaRepository(db: Knex, kek: Buffer, recoveryPepper: Buffe
       const advanced = await db('mfa_factors').where({ id: factor.id }).andWhere('last_step', '<', step).update({ last_step: step }, ['id']);
       return advanced.length === 1;
     },
-    async removeTotp(accountId) {
-      await db('mfa_factors').where({ account_id: accountId, kind: 'totp' }).delete();
+    async removeTotp(accountId, record) {
+      await db.transaction(async (trx) => {
+        await trx('mfa_factors').where({ account_id: accountId, kind: 'totp' }).delete();
+        await record?.(trx);
+      });
     },
     async resetAll(accountId, trx) {
       const factors = await trx('mfa_factors').where({ account_id: accountId }).delete(['id']);
       const codes = await trx('recovery_codes').where({ account_id: accountId }).delete(['code_hash']);
       return { factors: factors.length, recoveryCodes: codes.length };
     },
-    async regenerateRecoveryCodes(accountId) {
+    async regenerateRecoveryCodes(accountId, record) {
       const codes = newRecoveryCodes();
       await db.transaction(async (trx) => {
         await trx('recovery_codes').where({ account_id: accountId }).delete();
         await trx('recovery_codes').insert(codes.map((c) => ({ account_id: accountId, code_hash: hashRecoveryCode(recoveryPepper, c) })));
+        await record?.(trx);
       });
       return codes;
     },
-    async useRecoveryCode(accountId, code) {
-      const used = await db('recovery_codes')
-        .where({ account_id: accountId, code_hash: hashRecoveryCode(recoveryPepper, code) })
-        .whereNull('used_at')
-        .update({ used_at: db.fn.now() }, ['code_hash']);
-      return used.length === 1 ? unusedCodes(accountId) : undefined;
+    async useRecoveryCode(accountId, code, record) {
+      return db.transaction(async (trx) => {
+        const rows = await trx('recovery_codes')
+          .where({ account_id: accountId, code_hash: hashRecoveryCode(recoveryPepper, code) })
+          .whereNull('used_at')
+          .update({ used_at: trx.fn.now() }, ['code_hash']);
+        if (rows.length !== 1) return undefined;
+        const left = await trx('recovery_codes').where({ account_id: accountId }).whereNull('used_at').count<{ count: string }[]>({ count: '*' });
+        const remaining = Number(left[0]?.count ?? 0);
+        await record?.(trx, { remaining });
+        return remaining;
+      });
     },
   };
 }

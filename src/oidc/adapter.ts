@@ -22,8 +22,11 @@ function fromRow(row: PayloadRow | undefined): AdapterPayload | undefined {
   return row.consumed_at ? { ...row.payload, consumed: epoch(row.consumed_at) } : row.payload;
 }
 
+/** Called in the transaction that stores a new access token, so its audit event commits with it. */
+export type TokenSavedHook = (trx: Knex.Transaction, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload) => Promise<void>;
+
 /** Builds the adapter class oidc-provider instantiates once per model name. */
-export function createKnexAdapter(db: Knex, clients: ClientRegistry) {
+export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSaved?: TokenSavedHook) {
   return class KnexAdapter implements Adapter {
     readonly kind: string;
 
@@ -42,6 +45,14 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry) {
         user_code: payload.userCode ?? null,
         expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
       };
+      const kind = this.kind;
+      if (onTokenSaved && (kind === 'AccessToken' || kind === 'ClientCredentials')) {
+        await db.transaction(async (trx) => {
+          await trx(TABLE).insert(row);
+          await onTokenSaved(trx, kind, payload);
+        });
+        return;
+      }
       await db(TABLE).insert(row).onConflict(['kind', 'id']).merge(['payload', 'grant_id', 'uid', 'user_code', 'expires_at']);
     }
 

@@ -5,6 +5,7 @@
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
+import type { Knex } from 'knex';
 import { errors, type Provider } from 'oidc-provider';
 import type { ProviderHost } from './provider-host.ts';
 import type { Logger } from 'pino';
@@ -254,10 +255,11 @@ export function interactionRoutes(deps: InteractionDeps): Router {
       return finishLogin(ctx, account.id, LOGIN_RESULTS.totp);
     }
     if (!code && recovery) {
-      const left = await mfa.useRecoveryCode(account.id, recovery);
+      const left = await mfa.useRecoveryCode(account.id, recovery, (trx, facts) =>
+        deps.audit.record({ type: 'mfa.recovery_code_used', outcome: 'success', actor: account.id, clientId: String(d.params.client_id), ip: ctx.ip, details: { remaining: facts?.remaining } }, trx),
+      );
       if (left !== undefined) {
         await deps.throttle.succeeded('otp', account.id);
-        await deps.audit.record({ type: 'mfa.recovery_code_used', outcome: 'success', actor: account.id, clientId: String(d.params.client_id), ip: ctx.ip, details: { remaining: left } });
         passed.remember(ctx, d.uid, account.id, 'recovered');
         return page(ctx, 'recovery-used', { title: 'Recovery code used', left, continueAction: `/interaction/${d.uid}/recovered` });
       }
@@ -275,12 +277,13 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     if ((await mfa.status(account.id)).totp) throw badRequest('two-step verification is already set up for this account');
     const body = ctx.request.body as Record<string, unknown>;
     const code = typeof body.code === 'string' ? body.code.replace(/\s/g, '').slice(0, 16) : '';
-    if (!code || !(await mfa.confirmTotp(account.id, code))) {
+    const enrolled = (trx: Knex.Transaction) =>
+      deps.audit.record({ type: 'mfa.totp_enrolled', outcome: 'success', actor: account.id, clientId: String(d.params.client_id), ip: ctx.ip, details: { during: 'login' } }, trx);
+    if (!code || !(await mfa.confirmTotp(account.id, code, enrolled))) {
       return showSecondFactor(ctx, d, account, { error: 'That code is not valid. Enter the 6-digit code your app shows now.' }, 400);
     }
     const codes = await mfa.regenerateRecoveryCodes(account.id);
     passed.remember(ctx, d.uid, account.id, 'enrolled');
-    await deps.audit.record({ type: 'mfa.totp_enrolled', outcome: 'success', actor: account.id, clientId: String(d.params.client_id), ip: ctx.ip, details: { during: 'login' } });
     page(ctx, 'recovery-codes', { title: 'Save your recovery codes', client: await clientName(d), codes, continueAction: `/interaction/${d.uid}/enrolled` });
   });
 

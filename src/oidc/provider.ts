@@ -34,6 +34,8 @@ export interface ProviderDeps {
   launch: SmartLaunch;
   consentTokens: ConsentTokens;
   audit: AuditTrail;
+  /** Counts a request against a client's rate limit; the seconds to wait when over it. */
+  clientRateLimit?: (clientId: string) => Promise<number>;
   /** Decides whether the session's authentication level is enough for the request. */
   levelCheck: (ctx: KoaContextWithOIDC) => Promise<boolean>;
   views: Views;
@@ -70,8 +72,10 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   const cookieOptions = { httpOnly: true, sameSite: 'lax' as const, secure, signed: true };
   const longCookieOptions = secure ? { ...cookieOptions, sameSite: 'none' as const } : cookieOptions;
 
+  const audited = tokenAudit(deps.audit);
+
   const configuration: Configuration = {
-    adapter: createKnexAdapter(deps.db, clients),
+    adapter: createKnexAdapter(deps.db, clients, (trx, kind, payload) => audited.issued(trx, kind, payload)),
     clients: [],
     jwks: { keys: structuredClone(signingKeys) as NonNullable<Configuration['jwks']>['keys'] },
     cookies: {
@@ -268,6 +272,22 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   // Client secrets are stored as keyed hashes; compare the presented secret against the hash.
   // (Symmetric algorithms that would need the plain secret are not enabled.)
   // After a rotation the replaced secret keeps working until its grace period ends.
+  // Per-client rate limits: the client is known only once oidc-provider has parsed the request
+  // and looks it up (client_id may be in the body), so count right there.
+  if (deps.clientRateLimit) {
+    const limit = deps.clientRateLimit;
+    const ClientModel = provider.Client as unknown as { find(id: string, ...rest: unknown[]): Promise<unknown> };
+    const find = ClientModel.find.bind(ClientModel);
+    ClientModel.find = async (id: string, ...rest: unknown[]) => {
+      const wait = typeof id === 'string' ? await limit(id) : 0;
+      if (wait > 0) {
+        const err = new errors.CustomOIDCProviderError('temporarily_unavailable', `too many requests from this client; retry after ${wait} seconds`);
+        throw Object.assign(err, { status: 429, statusCode: 429 });
+      }
+      return find(id, ...rest);
+    };
+  }
+
   provider.Client.prototype.compareClientSecret = function compareClientSecret(
     this: { clientSecret?: string; metadata(): Record<string, unknown> },
     actual: string,
@@ -279,14 +299,12 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     return Promise.resolve(live && clients.verifySecret(previous, actual));
   };
 
-  const audited = tokenAudit(deps.audit);
   provider.use(async (ctx, next) => {
     await next();
     const oidcCtx = ctx as KoaContextWithOIDC;
     if (ctx.oidc?.route === 'token') {
       await launch.decorateTokenResponse(oidcCtx);
       deps.consentTokens.decorateTokenResponse(oidcCtx);
-      await audited.afterToken(oidcCtx);
       // Usage figures for the client inventory: one per token response.
       const clientId = oidcCtx.oidc.client?.clientId;
       if (ctx.status === 200 && clientId) await clients.recordTokenIssued(clientId);

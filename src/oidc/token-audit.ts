@@ -3,7 +3,9 @@
  * resource server asked about which app's token, the patient's access log), every revocation and
  * every refusal. Recorded after the provider answered, from what it decided.
  */
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Knex } from 'knex';
+import type { AdapterPayload, KoaContextWithOIDC } from 'oidc-provider';
+import { currentRequest } from '../http/request-context.ts';
 import type { AuditTrail } from '../audit/index.ts';
 
 interface TokenLike {
@@ -27,26 +29,27 @@ function patientOf(token: TokenLike | undefined, body?: Record<string, unknown>)
 }
 
 export function tokenAudit(audit: AuditTrail) {
-  async function afterToken(ctx: KoaContextWithOIDC): Promise<void> {
-    const body = bodyOf(ctx);
-    if (ctx.status !== 200 || typeof body?.access_token !== 'string') return;
-    const at = (ctx.oidc.entities.AccessToken ?? ctx.oidc.entities.ClientCredentials) as TokenLike | undefined;
-    const clientId = ctx.oidc.client?.clientId;
-    const grantType = param(ctx, 'grant_type');
-    await audit.record({
-      type: grantType === 'refresh_token' ? 'token.refreshed' : 'token.issued',
-      outcome: 'success',
-      actor: at?.accountId ?? (clientId ? `client:${clientId}` : undefined),
-      clientId,
-      patientId: patientOf(at, body),
-      ip: ctx.ip,
-      details: {
-        grant_type: grantType,
-        scope: str(body.scope),
-        consent_id: str(at?.extra?.consent_id),
-        refresh_token: typeof body.refresh_token === 'string',
+  /**
+   * `token.issued` / `token.refreshed`, written in the transaction that stores the access token:
+   * the event exists exactly when the token does.
+   */
+  async function issued(trx: Knex.Transaction, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload): Promise<void> {
+    const p = payload as AdapterPayload & { gty?: string; extra?: Record<string, unknown>; scope?: string };
+    const clientId = p.clientId;
+    const grantTypes = kind === 'ClientCredentials' ? ['client_credentials'] : (p.gty ?? '').split(' ');
+    const ctx = currentRequest();
+    await audit.record(
+      {
+        type: grantTypes.includes('refresh_token') ? 'token.refreshed' : 'token.issued',
+        outcome: 'success',
+        actor: p.accountId ?? (clientId ? `client:${clientId}` : undefined),
+        clientId,
+        patientId: patientOf(p as TokenLike),
+        ip: ctx?.ip,
+        details: { grant_type: grantTypes.at(-1) || undefined, scope: p.scope, consent_id: str(p.extra?.consent_id) },
       },
-    });
+      trx,
+    );
   }
 
   async function afterIntrospection(ctx: KoaContextWithOIDC): Promise<void> {
@@ -92,5 +95,5 @@ export function tokenAudit(audit: AuditTrail) {
     });
   }
 
-  return { afterToken, afterIntrospection, afterRevocation, refused };
+  return { issued, afterIntrospection, afterRevocation, refused };
 }

@@ -8,7 +8,7 @@ import { createAuditTrail, MAX_AUDIT_PAGE, InvalidCursorError, type AuditTrail }
 import { runCli } from '../../src/cli/main.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { startTestServer, testEnv, type TestServer } from '../helpers/server.ts';
-import { discover, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
+import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
 import { UserAgent, authorize, csrfTokenOf, formActionOf } from '../helpers/browserless.ts';
 
 describe('audit trail storage and hash chain', () => {
@@ -209,3 +209,34 @@ describe('login events reach the audit trail', () => {
     assert.equal((await audit.verify()).ok, true);
   });
 });
+
+describe('token events commit with their tokens', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(() => server.close());
+
+  it('stores no token whose event could not be written, and an event for every token stored', async () => {
+    const client = await server.createClient({ client_name: 'Backend', grant_types: ['client_credentials'], scope: 'custos:introspect' });
+    const config = await discover(server.issuer, client.clientId, client.clientSecret);
+    const { db, audit } = server.running.services;
+    const tokens = async () => Number((await db('oidc_payloads').where({ kind: 'ClientCredentials' }).count<{ n: string }[]>({ n: '*' }))[0]!.n);
+    // The audit trail refuses the event: the token must not exist either.
+    await db.raw(`alter table audit_events add constraint no_tokens_today check (type <> 'token.issued')`);
+    await assert.rejects(oidcGrant(config));
+    assert.equal(await tokens(), 0, 'no token without its event');
+    await db.raw('alter table audit_events drop constraint no_tokens_today');
+    await oidcGrant(config);
+    assert.equal(await tokens(), 1);
+    const events = (await audit.list({ clientId: client.clientId, type: 'token.issued' }, { limit: 10 })).events;
+    assert.equal(events.length, 1);
+    assert.equal(events[0]?.details.grant_type, 'client_credentials');
+    assert.equal(events[0]?.actor, `client:${client.clientId}`);
+    assert.match(events[0]?.ip ?? '', /127\.0\.0\.1/);
+  });
+});
+
+function oidcGrant(config: oidc.Configuration) {
+  return oidc.clientCredentialsGrant(config, { scope: 'custos:introspect' });
+}

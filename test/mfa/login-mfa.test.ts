@@ -145,6 +145,11 @@ describe('login with a second factor', () => {
     const second = await passwordStep(other, admin);
     const reuse = await other.request(actionOf(second.next, 'otp'), { form: { _csrf: csrfTokenOf(second.next.body), recovery_code: recoveryCodes[0]! } });
     assert.equal(reuse.status, 401);
+    const events = (await server.running.services.audit.list({ type: 'mfa.' }, { limit: 20 })).events;
+    const recovery = events.filter((e) => e.type === 'mfa.recovery_code_used');
+    assert.equal(recovery.length, 1, 'one event for the one code that worked');
+    assert.equal(recovery[0]?.details.remaining, 9);
+    assert.ok(events.some((e) => e.type === 'mfa.totp_enrolled' && e.details.during === 'login'));
   });
 
   it('signs a patient in with a password for reading, and demands MFA for acr_values or for write scopes', async () => {
