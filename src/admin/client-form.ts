@@ -168,7 +168,7 @@ function toBody(v: ClientFormValues, problems: FormProblems, blank: undefined | 
   body.grant_types =
     type === 'backend_service'
       ? ['client_credentials']
-      : ['authorization_code', ...(v.refresh ? ['refresh_token'] : []), ...(v.client_credentials && type !== 'public' ? ['client_credentials'] : [])];
+      : ['authorization_code', ...(v.refresh ? ['refresh_token'] : []), ...(v.client_credentials ? ['client_credentials'] : [])];
   set('jwks_uri', keys ? v.jwks_uri : '');
   if (keys && v.jwks) {
     try {
@@ -179,7 +179,8 @@ function toBody(v: ClientFormValues, problems: FormProblems, blank: undefined | 
   } else {
     body.jwks = blank;
   }
-  set('redirect_uris', type === 'backend_service' ? [] : lines(v.redirect_uris));
+  // Sent as typed, even where they do not belong: the schema says so rather than the form dropping them.
+  set('redirect_uris', lines(v.redirect_uris));
   if (body.redirect_uris === null) body.redirect_uris = [];
   set('allowed_origins', lines(v.allowed_origins));
   set('scope', v.scope.split(/\s+/).filter(Boolean).join(' '));

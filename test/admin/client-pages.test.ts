@@ -133,7 +133,7 @@ describe('admin pages: create and edit clients', () => {
       ...base,
       client_name: 'Nightly export',
       type: 'backend_service',
-      redirect_uris: 'https://ignored.example/cb',
+      redirect_uris: '',
       jwks_uri: 'https://export.example/jwks.json',
       scope: 'system/Patient.rs',
     });
@@ -141,7 +141,7 @@ describe('admin pages: create and edit clients', () => {
     const service = await server.running.services.clients.get(clientIdOf(backend.body));
     assert.equal(service?.type, 'backend_service');
     assert.deepEqual(service?.metadata.grant_types, ['client_credentials']);
-    assert.deepEqual(service?.metadata.redirect_uris, [], 'a backend service has no redirect URIs');
+    assert.deepEqual(service?.metadata.redirect_uris, []);
     assert.equal(service?.metadata.jwks_uri, 'https://export.example/jwks.json');
   });
 
@@ -158,7 +158,9 @@ describe('admin pages: create and edit clients', () => {
       [{ logo_uri: 'http://diary.example/logo.png' }, 'logo_uri', /./, { logo_uri: 'http://diary.example/logo.png' }],
       [{ type: 'confidential_keys' }, 'jwks', /private_key_jwt needs exactly one of jwks or jwks_uri/, { token_endpoint_auth_method: 'private_key_jwt' }],
       [{ redirect_uris: '' }, 'redirect_uris', /at least one redirect URI is required/, { redirect_uris: [] }],
-      [{ launch: 'ehr', type: 'backend_service', jwks_uri: 'https://x.example/jwks' }, 'launch', /SMART launches need authorization_code/, undefined],
+      [{ launch: 'ehr', type: 'backend_service', redirect_uris: '', jwks_uri: 'https://x.example/jwks' }, 'launch', /SMART launches need authorization_code/, undefined],
+      [{ type: 'backend_service', jwks_uri: 'https://x.example/jwks' }, 'redirect_uris', /redirect URIs are only used with authorization_code/, undefined],
+      [{ client_credentials: 'on' }, 'type', /client_credentials needs a confidential client/, { grant_types: ['authorization_code', 'client_credentials'] }],
       [{ access_token_ttl: 'ten minutes' }, 'access_token_ttl', /must be a whole number of seconds/, undefined],
       [{ type: 'confidential_keys', jwks: '{"keys": [' }, 'jwks', /is not valid JSON/, undefined],
       [{ type: 'implicit' }, 'type', /choose one of the kinds of client listed/, undefined],
@@ -258,16 +260,18 @@ describe('admin pages: create and edit clients', () => {
     // Bad edits: a readable message, a 400, nothing changed.
     const stamp = after?.updatedAt.getTime();
     for (const [change, field, message] of [
-      [{ type: 'public' }, 'type', /cannot switch between secret and non-secret authentication/],
+      [{ type: 'public', client_credentials: undefined }, 'type', /cannot switch between secret and non-secret authentication/],
+      [{ type: 'public' }, 'type', /client_credentials needs a confidential client/],
       [{ client_name: '' }, 'client_name', /./],
       [{ redirect_uris: 'https://edited.example/cb#frag' }, 'redirect_uris', /must not contain a fragment/],
       [{ refresh_token_ttl: '600' }, 'refresh_token_ttl', /only for clients with the refresh_token grant/],
       [{ category: 'third-party', scope: 'openid custos:admin' }, 'scope', /only for clients of category "internal"/],
     ] as const) {
-      const res = await pages.post(`/admin/clients/${id}/edit`, {
+      const form = {
         client_name: 'Edited App', category: 'internal', type: 'confidential', secret_method: 'client_secret_post', client_credentials: 'on',
         redirect_uris: REDIRECT_URI, scope: 'openid launch', launch: 'ehr', ...change,
-      });
+      } as Record<string, string | undefined>;
+      const res = await pages.post(`/admin/clients/${id}/edit`, Object.entries(form).filter((e): e is [string, string] => e[1] !== undefined));
       assert.equal(res.status, 400, JSON.stringify(change));
       assert.match(text(new RegExp(`id="error-${field}">([^<]*)<`).exec(res.body)?.[1] ?? ''), message, JSON.stringify(change));
     }
