@@ -128,9 +128,9 @@ export interface CreateOptions extends AdminFields {
 
 export interface UpdateOptions {
   /**
-   * For changes the client makes itself (RFC 7592): an approved client whose security-relevant
-   * metadata changes goes back to `pending`, its grants and tokens revoked, until an admin
-   * approves it again.
+   * For changes the client makes itself (RFC 7592): an approved (or suspended) client whose
+   * security-relevant metadata changes goes back to `pending`, its grants and tokens revoked,
+   * until an admin approves it again.
    */
   reviewSecurityChanges?: boolean;
 }
@@ -385,7 +385,8 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
         const security = changed.filter((k) => !COSMETIC_METADATA.has(k)).sort();
         if (admin.category !== undefined && admin.category !== row.category) changed.push('category');
         if (admin.verified !== undefined && admin.verified !== row.verified) changed.push('verified');
-        const review = options.reviewSecurityChanges === true && row.status === 'approved' && security.length > 0;
+        // A suspended client too: reactivating it must not approve metadata nobody reviewed.
+        const review = options.reviewSecurityChanges === true && (row.status === 'approved' || row.status === 'suspended') && security.length > 0;
         const [updated] = await trx('clients')
           .where({ client_id: clientId })
           .update({
@@ -408,7 +409,7 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
               actor: by.actor,
               ip: by.ip,
               clientId,
-              details: { from: 'approved', to: 'pending', fields: security, revoked_artifacts: revoked, reason: 'security-relevant metadata changed; an admin must approve the client again' },
+              details: { from: row.status, to: 'pending', fields: security, revoked_artifacts: revoked, reason: 'security-relevant metadata changed; an admin must approve the client again' },
             },
             trx,
           );

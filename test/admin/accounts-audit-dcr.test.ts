@@ -289,6 +289,13 @@ describe('admin API: accounts, audit, registration, inventory', () => {
       assert.equal(res.json.status, 'pending', fields.join());
       assert.deepEqual((await reviews())[0]?.details.fields, fields);
     }
+    // Suspended, then changed: pending too, so reactivating cannot approve what nobody reviewed.
+    await api('POST', `/clients/${id}/approve`, {});
+    assert.equal((await api('POST', `/clients/${id}/suspend`, {})).json.status, 'suspended');
+    body = { ...body, scope: 'openid' };
+    assert.equal((await put(body)).json.status, 'pending');
+    assert.equal((await reviews())[0]?.details.from, 'suspended');
+    assert.equal((await api('POST', `/clients/${id}/reactivate`, {})).status, 409);
     // Approved again, the app works with its new registration.
     await api('POST', `/clients/${id}/approve`, {});
     const again = await discover(server.issuer, id, reg.client_secret, oidc.ClientSecretPost(reg.client_secret));
