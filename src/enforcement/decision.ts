@@ -91,6 +91,7 @@ function checkParams(interaction: FhirInteraction): Denial | [string, string][] 
       continue;
     }
     if (name === '_pretty') continue;
+    if (name === '_count' && !/^[1-9]\d{0,3}$/.test(value)) return deny(400, 'invalid', '_count must be a whole number from 1 to 9999 (a count alone is not supported)');
     if (name === '_summary') {
       // A summary or count would drop what the proxy checks (labels, dates) or count what it hides.
       if (value !== 'false') return deny(400, 'not-supported', '_summary is not supported through this server');
