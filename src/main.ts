@@ -8,17 +8,22 @@ import type { Logger } from 'pino';
 import { loadConfig, ConfigError, type Config } from './config/index.ts';
 import { openDatabase, closeDatabase, migrateLatest, databaseReachable, DatabaseBusyError, type Db } from './db/index.ts';
 import { createAccountRepository, createLoginThrottle, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
-import { createClientRegistry, type ClientRegistry } from './clients/index.ts';
+import { createClientRegistry, createInitialAccessTokens, type ClientRegistry, type InitialAccessTokens } from './clients/index.ts';
+import { adminApiRoutes, adminPages, createAccountAdmin, dcrRoutes, ADMIN_CLIENT_ID, type AccountAdmin } from './admin/index.ts';
 import { deriveKey, ensureSigningKeys, loadSigningKeys, purgeRetiredSigningKeys } from './keys/index.ts';
 import {
   buildProvider,
   createProviderHost,
+  deleteAccountPayloads,
+  deleteClientPayloads,
   deleteExpiredPayloads,
   interactionRoutes,
   sessionLevelTooLow,
   smartLaunch,
   smartRoutes,
   consentTokens,
+  consentApiRoutes,
+  bearerIntrospectionRoutes,
   grantStore,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
@@ -43,6 +48,8 @@ export interface Services {
   mfa: MfaRepository;
   audit: AuditTrail;
   consents: ConsentService;
+  accountAdmin: AccountAdmin;
+  initialTokens: InitialAccessTokens;
   log: Logger;
 }
 
@@ -60,13 +67,20 @@ export async function openServices(config: Config, log: Logger, overrides: Servi
     throw err;
   }
   const accounts = createAccountRepository(db, createPasswordHasher(config.argon2));
-  const clients = createClientRegistry(db, deriveKey(config.secrets.keyEncryptionKey, 'client-secret-hmac'));
-  const kek = config.secrets.keyEncryptionKey;
-  const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
   const clock = overrides.clock ?? (() => new Date());
   const audit = createAuditTrail(db, { log, clock });
+  const clients = createClientRegistry(db, deriveKey(config.secrets.keyEncryptionKey, 'client-secret-hmac'), {
+    audit,
+    caps: { accessToken: config.ttl.accessToken, refreshToken: config.ttl.refreshToken },
+    revokeArtifacts: deleteClientPayloads,
+    clock,
+  });
+  const kek = config.secrets.keyEncryptionKey;
+  const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
   const consents = createConsentService({ db, repo: createConsentRepository(db), audit, grants: grantStore, clock });
-  return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, audit, consents, log };
+  const accountAdmin = createAccountAdmin({ db, accounts, mfa, audit, revokeArtifacts: deleteAccountPayloads });
+  const initialTokens = createInitialAccessTokens(db, deriveKey(kek, 'initial-access-token-hmac'), audit);
+  return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, audit, consents, accountAdmin, initialTokens, log };
 }
 
 export interface RunningServer {
@@ -86,7 +100,7 @@ export async function startServer(
   overrides: ServiceOverrides = {},
 ): Promise<RunningServer> {
   const services = await openServices(config, log, overrides);
-  const { db, accounts, clients, launches, mfa, audit, consents } = services;
+  const { db, accounts, clients, launches, mfa, audit, consents, accountAdmin, initialTokens } = services;
   try {
     const kek = config.secrets.keyEncryptionKey;
     const created = await ensureSigningKeys(db, kek);
@@ -99,6 +113,15 @@ export async function startServer(
       token_endpoint_auth_method: 'none',
       scope: 'openid',
     });
+    // So do the admin pages (always with the second factor).
+    await clients.ensureInternal(ADMIN_CLIENT_ID, {
+      client_name: 'Custos administration',
+      redirect_uris: [`${config.issuer}/admin/callback`],
+      grant_types: ['authorization_code'],
+      token_endpoint_auth_method: 'none',
+      scope: 'openid',
+      minimum_acr: 'urn:custos:acr:mfa',
+    });
     let selfUrl = config.issuer;
     const throttle = createLoginThrottle(config.database);
     const views = createViews({ cache: config.env === 'production' });
@@ -110,7 +133,7 @@ export async function startServer(
       fhirBase: config.fhirBaseUrls[0],
     });
     const levelCheck = sessionLevelTooLow(accounts, config.mfa);
-    const tokensObeyConsent = consentTokens({ consents, accounts, firstPartyClients: [ACCOUNT_CLIENT_ID] });
+    const tokensObeyConsent = consentTokens({ consents, accounts, launches, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
     const providers = createProviderHost(
       (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
@@ -132,7 +155,7 @@ export async function startServer(
           mfaPolicy: config.mfa,
           throttle,
           launch,
-          firstPartyClients: [ACCOUNT_CLIENT_ID],
+          firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID],
           views,
           log,
           audit,
@@ -149,6 +172,8 @@ export async function startServer(
           clients,
           launches,
         }),
+        consentApiRoutes({ issuer: config.issuer, providers, consents, clients, audit }),
+        bearerIntrospectionRoutes({ providers, consentTokens: tokensObeyConsent, audit }),
         accountRoutes({
           issuer: config.issuer,
           selfUrl: () => selfUrl,
@@ -161,6 +186,30 @@ export async function startServer(
           clients,
           idleTimeout: config.ttl.accountIdle,
           lifetime: config.ttl.accountSession,
+        }),
+        adminApiRoutes({
+          issuer: config.issuer,
+          providers,
+          accounts,
+          accountAdmin,
+          clients,
+          audit,
+          initialTokens,
+          reauthMaxAge: config.admin.reauthMaxAge,
+          staleDays: config.admin.clientStaleDays,
+          consents,
+        }).router,
+        dcrRoutes({ issuer: config.issuer, clients, initialTokens, audit, open: config.admin.registrationOpen }),
+        adminPages({
+          issuer: config.issuer,
+          selfUrl: () => selfUrl,
+          accounts,
+          clients,
+          views,
+          idleTimeout: config.ttl.accountIdle,
+          lifetime: config.ttl.accountSession,
+          reauthMaxAge: config.admin.reauthMaxAge,
+          staleDays: config.admin.clientStaleDays,
         }),
         // The demo app and EHR exist only outside production.
         ...(config.env === 'production'
@@ -188,6 +237,18 @@ export async function startServer(
         .catch((err: unknown) => log.warn({ err }, 'background cleanup failed'));
     }, CLEANUP_INTERVAL_MS);
     cleanup.unref();
+
+    // Optionally suspend clients nobody used for CLIENT_STALE_DAYS (audited as system:stale-sweep).
+    const staleSweep = setInterval(() => {
+      if (!config.admin.clientStaleAutoSuspend) return;
+      clients
+        .suspendUnused(config.admin.clientStaleDays, new Date(), { actor: 'system:stale-sweep' })
+        .then((ids) => {
+          if (ids.length) log.info({ clients: ids }, 'suspended stale clients');
+        })
+        .catch((err: unknown) => log.warn({ err }, 'stale client sweep failed'));
+    }, CLEANUP_INTERVAL_MS);
+    staleSweep.unref();
 
     const sealer = setInterval(() => {
       audit.seal().catch((err: unknown) => log.warn({ err }, 'sealing the audit trail failed'));
@@ -217,6 +278,7 @@ export async function startServer(
       services,
       async close() {
         clearInterval(cleanup);
+        clearInterval(staleSweep);
         clearInterval(sealer);
         clearInterval(keyRefresh);
         await throttle.close();

@@ -14,17 +14,20 @@ export interface AccountSession {
   lastSeen: number;
 }
 
-const COOKIE = 'custos_account';
+const DEFAULT_COOKIE = 'custos_account';
 
-export function accountSessions(opts: { secure: boolean; idleTimeout: number; lifetime: number }) {
+/** `cookie` and `path` default to the account pages'; the admin pages use their own. */
+export function accountSessions(opts: { secure: boolean; idleTimeout: number; lifetime: number; cookie?: string; path?: string }) {
   const now = () => Math.floor(Date.now() / 1000);
+  const COOKIE = opts.cookie ?? DEFAULT_COOKIE;
+  const path = opts.path ?? '/account';
   const write = (ctx: Context, session: AccountSession) =>
     ctx.cookies.set(COOKIE, Buffer.from(JSON.stringify(session)).toString('base64url'), {
       httpOnly: true,
       sameSite: 'strict',
       secure: opts.secure,
       signed: true,
-      path: '/account',
+      path,
       maxAge: opts.lifetime * 1000,
     });
   return {
@@ -51,7 +54,7 @@ export function accountSessions(opts: { secure: boolean; idleTimeout: number; li
       return refreshed;
     },
     end(ctx: Context) {
-      ctx.cookies.set(COOKIE, null, { path: '/account', secure: opts.secure });
+      ctx.cookies.set(COOKIE, null, { path, secure: opts.secure });
     },
   };
 }

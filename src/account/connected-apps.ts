@@ -68,11 +68,15 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
     return consent;
   }
 
-  function summary(consent: Consent, name: string) {
+  function summary(consent: Consent, name: string, viewer?: string) {
     const v = consent.current;
     return {
       id: consent.id,
       name,
+      // Set when the viewer is not the person whose record this is, or did not give this consent.
+      byRepresentative: consent.actorAccountId !== consent.patientAccountId,
+      viewerIsRepresentative: viewer !== undefined && viewer === consent.actorAccountId && viewer !== consent.patientAccountId,
+      patient: consent.patientFhirId,
       status: effectiveStatus(v, consents.clock()),
       since: day(consent.createdAt),
       changed: day(v.createdAt),
@@ -100,7 +104,7 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
       'connected-app',
       {
         title: name,
-        app: summary(consent, name),
+        app: summary(consent, name, s.sub),
         sensitive: SENSITIVE_LABELS.map((code) => ({ code, label: securityLabel(code).label, shared: !hidden.has(code) })),
         strong: await deps.strongRecentLogin(s),
         versions: (await consents.repo.versions(consent.id, 50)).map((v) => ({
@@ -125,7 +129,14 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
   router.get('/apps', csrf, deps.requireSession, async (ctx) => {
     const s = session(ctx);
     const list = await consents.repo.listForPatient(s.sub, LIST_LIMIT);
-    const apps = await Promise.all(list.map(async (c) => summary(c, await appName(c.clientId))));
+    const apps = await Promise.all(
+      list.map(async (c) => {
+        const last = c.patientFhirId
+          ? (await deps.audit.list({ clientId: c.clientId, patientId: c.patientFhirId, type: 'token.' }, { limit: 1 })).events[0]
+          : undefined;
+        return { ...summary(c, await appName(c.clientId), s.sub), lastUsed: last ? day(last.occurredAt) : null };
+      }),
+    );
     deps.render(ctx, 'connected-apps', {
       title: 'Connected apps',
       apps,
@@ -180,7 +191,7 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
         if (err.kind === 'not_found') throw notFound(err.message);
         return fail(
           err.kind === 'step_up_required' ? `${err.message}. Use "Verify it's you" below, then save again.` : err.message,
-          err.kind === 'step_up_required' ? 403 : 400,
+          err.kind === 'step_up_required' ? 403 : err.kind === 'conflict' ? 409 : 400,
         );
       }
       throw err;

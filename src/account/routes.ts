@@ -82,7 +82,8 @@ export function accountRoutes(deps: AccountDeps): Router {
 
   async function requireSession(ctx: Context, next: Next) {
     const session = sessions.current(ctx);
-    if (!session) return signIn(ctx);
+    // After signing in, come back to the page that was asked for.
+    if (!session) return signIn(ctx, ctx.method === 'GET' ? { returnTo: ctx.path } : {});
     ctx.state.account = session;
     await next();
   }
@@ -135,6 +136,8 @@ export function accountRoutes(deps: AccountDeps): Router {
       account: { username: account.username, name: account.displayName, role: account.role },
       mfa: await deps.mfa.status(s.sub),
       notice: typeof ctx.query.done === 'string' ? NOTICES[ctx.query.done] : undefined,
+      // Messages from admins (a second factor reset...), shown once at the next visit.
+      adminNotices: await deps.accounts.takeNotices(s.sub),
     });
   });
 

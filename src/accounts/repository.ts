@@ -41,8 +41,19 @@ export class UsernameTakenError extends Error {
 }
 
 export interface AccountRepository {
-  create(input: NewAccount): Promise<Account>;
+  /** Creates an account; pass the transaction of a larger change (an audited admin action). */
+  create(input: NewAccount, trx?: Knex.Transaction): Promise<Account>;
+  /** Locks the account's row for the rest of `trx` and returns it. */
+  findForUpdate(id: string, trx: Knex.Transaction): Promise<Account | undefined>;
+  setDisabled(id: string, disabled: boolean, trx: Knex.Transaction): Promise<void>;
+  /** Links the account to its FHIR Patient (patients) or Practitioner (practitioners) id. */
+  linkFhir(id: string, fhirId: string, trx: Knex.Transaction): Promise<void>;
+  /** Leaves a message the account holder reads at their next sign-in to the account page. */
+  addNotice(id: string, message: string, trx: Knex.Transaction): Promise<void>;
+  /** Unread notices, marked read. */
+  takeNotices(id: string): Promise<string[]>;
   findById(id: string): Promise<Account | undefined>;
+  findByUsername(username: string): Promise<Account | undefined>;
   /** Returns the account only when the password matches and the account is enabled. */
   verifyCredentials(username: string, password: string): Promise<Account | undefined>;
   list(opts: { limit: number; after?: string }): Promise<Account[]>;
@@ -51,16 +62,26 @@ export interface AccountRepository {
   searchPatients(query: string, limit: number): Promise<Account[]>;
   /** The enabled patient account linked to a FHIR Patient id. */
   findPatientByFhirId(fhirPatientId: string): Promise<Account | undefined>;
+  /** The enabled patients `accountId` may act for, at most `limit`. */
+  representedPatients(accountId: string, limit: number): Promise<{ account: Account; relationship: Relationship }[]>;
+  /** Whether `accountId` may act for the patient with this FHIR Patient id (themselves included). */
+  mayActFor(accountId: string, fhirPatientId: string): Promise<boolean>;
+  addRepresentative(representativeId: string, patientId: string, relationship: Relationship): Promise<void>;
+  /** Returns whether a link was removed. */
+  removeRepresentative(representativeId: string, patientId: string): Promise<boolean>;
 }
+
+export const RELATIONSHIPS = ['parent', 'guardian', 'caregiver', 'other'] as const;
+export type Relationship = (typeof RELATIONSHIPS)[number];
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function createAccountRepository(db: Knex, hasher: PasswordHasher): AccountRepository {
   return {
-    async create(input) {
+    async create(input, trx) {
       const passwordHash = await hasher.hash(input.password);
       try {
-        const [row] = await db('accounts')
+        const [row] = await (trx ?? db)('accounts')
           .insert({
             username: input.username,
             role: input.role,
@@ -80,6 +101,10 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
     async findById(id) {
       if (!UUID.test(id)) return undefined;
       const row = await db('accounts').select(PUBLIC_COLUMNS).where({ id }).first();
+      return row ? toAccount(row) : undefined;
+    },
+    async findByUsername(username) {
+      const row = await db('accounts').select(PUBLIC_COLUMNS).whereRaw('lower(username) = lower(?)', [username.slice(0, 64)]).first();
       return row ? toAccount(row) : undefined;
     },
     async verifyCredentials(username, password) {
@@ -110,6 +135,66 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
     async findPatientByFhirId(fhirPatientId) {
       const row = await db('accounts').select(PUBLIC_COLUMNS).where({ role: 'patient', fhir_patient_id: fhirPatientId }).whereNull('disabled_at').first();
       return row ? toAccount(row) : undefined;
+    },
+    async representedPatients(accountId, limit) {
+      if (!UUID.test(accountId)) return [];
+      const rows = await db('representatives as r')
+        .join('accounts as a', 'a.id', 'r.patient_account_id')
+        .where('r.representative_account_id', accountId)
+        .where('a.role', 'patient')
+        .whereNull('a.disabled_at')
+        .orderBy('a.display_name')
+        .orderBy('a.username')
+        .limit(limit)
+        .select(...PUBLIC_COLUMNS.map((c) => `a.${c}`), 'r.relationship');
+      return rows.map((r: AccountRow & { relationship: Relationship }) => ({ account: toAccount(r), relationship: r.relationship }));
+    },
+    async mayActFor(accountId, fhirPatientId) {
+      if (!UUID.test(accountId)) return false;
+      const own = await db('accounts').where({ id: accountId, role: 'patient', fhir_patient_id: fhirPatientId }).whereNull('disabled_at').first('id');
+      if (own) return true;
+      const link = await db('representatives as r')
+        .join('accounts as a', 'a.id', 'r.patient_account_id')
+        .where('r.representative_account_id', accountId)
+        .where({ 'a.fhir_patient_id': fhirPatientId, 'a.role': 'patient' })
+        .whereNull('a.disabled_at')
+        .first('a.id');
+      return Boolean(link);
+    },
+    async addRepresentative(representativeId, patientId, relationship) {
+      await db('representatives')
+        .insert({ representative_account_id: representativeId, patient_account_id: patientId, relationship })
+        .onConflict(['representative_account_id', 'patient_account_id'])
+        .merge(['relationship']);
+    },
+    async removeRepresentative(representativeId, patientId) {
+      const removed = await db('representatives').where({ representative_account_id: representativeId, patient_account_id: patientId }).delete(['patient_account_id']);
+      return removed.length > 0;
+    },
+    async findForUpdate(id, trx) {
+      if (!UUID.test(id)) return undefined;
+      const row = await trx('accounts').select(PUBLIC_COLUMNS).where({ id }).forUpdate().first();
+      return row ? toAccount(row) : undefined;
+    },
+    async setDisabled(id, disabled, trx) {
+      await trx('accounts').where({ id }).update({ disabled_at: disabled ? trx.fn.now() : null, updated_at: trx.fn.now() });
+    },
+    async linkFhir(id, fhirId, trx) {
+      const row = await trx('accounts').where({ id }).first('role');
+      if (row?.role === 'patient') await trx('accounts').where({ id }).update({ fhir_patient_id: fhirId, updated_at: trx.fn.now() });
+      else if (row?.role === 'practitioner') await trx('accounts').where({ id }).update({ fhir_practitioner_id: fhirId, updated_at: trx.fn.now() });
+      else throw new Error('only patient and practitioner accounts are linked to FHIR resources');
+    },
+    async addNotice(id, message, trx) {
+      await trx('account_notices').insert({ account_id: id, message });
+    },
+    async takeNotices(id) {
+      if (!UUID.test(id)) return [];
+      const rows: { message: string }[] = await db('account_notices')
+        .where({ account_id: id })
+        .whereNull('seen_at')
+        .update({ seen_at: db.fn.now() }, ['message', 'id']);
+      return rows.map((r) => r.message);
     },
     async countByRole(role) {
       const rows = await db('accounts').where({ role }).count<{ count: string }[]>({ count: '*' });

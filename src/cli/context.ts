@@ -2,6 +2,7 @@
  * What every CLI command shares: the configuration, the services (opened only for the duration
  * of the command), output as text or JSON, and one way to fail: a message and a non-zero exit.
  */
+import { userInfo } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { z } from 'zod';
 import { loadConfig, ConfigError, type Config } from '../config/index.ts';
@@ -52,6 +53,20 @@ export class CliContext {
     } finally {
       await closeDatabase(services.db);
     }
+  }
+
+  /**
+   * Who the audit trail says acted: `cli:<operating-system user>`. The CLI runs with direct
+   * database access, so the OS account is the identity there is to record.
+   */
+  actor(): { actor: string; ip?: string } {
+    let name: string;
+    try {
+      name = userInfo().username;
+    } catch {
+      name = 'unknown';
+    }
+    return { actor: `cli:${name}` };
   }
 
   /** Prints `value` as JSON with --json, otherwise as the given text. */

@@ -1,7 +1,16 @@
 import type { Command } from 'commander';
-import { newAccountSchema, ROLES, type Account } from '../accounts/index.ts';
+import { fhirId, newAccountSchema, RELATIONSHIPS, ROLES, type Account, type Relationship } from '../accounts/index.ts';
 import { UsernameTakenError } from '../accounts/index.ts';
+import { AccountNotFoundError, AccountStateError } from '../admin/index.ts';
+import type { Services } from '../main.ts';
 import { CliError, pageLimit, readAll, table, type CliContext } from './context.ts';
+
+/** An account named by username or by id. */
+async function accountNamed(services: Services, who: string): Promise<Account> {
+  const account = (await services.accounts.findByUsername(who)) ?? (await services.accounts.findById(who));
+  if (!account) throw new CliError(`no account "${who}"`);
+  return account;
+}
 
 function accountJson(a: Account) {
   return {
@@ -50,14 +59,54 @@ export function registerUser(program: Command, cli: CliContext): void {
         displayName: opts.displayName,
         email: opts.email,
       });
-      await cli.withServices(async ({ accounts }) => {
+      await cli.withServices(async ({ accountAdmin }) => {
         try {
-          const account = await accounts.create(input);
+          const account = await accountAdmin.create(input, cli.actor());
           cli.print(Boolean(opts.json), accountJson(account), `created ${account.role} "${account.username}" (id ${account.id})`);
         } catch (err) {
           if (err instanceof UsernameTakenError) throw new CliError(err.message);
           throw err;
         }
+      });
+    });
+
+  user
+    .command('represent <representative> <patient>')
+    .description('let one patient account act for another (a parent for a child, a guardian, a caregiver): pick their record and give or revoke consent for it')
+    .option('--relationship <relationship>', `one of ${RELATIONSHIPS.join(', ')}`, 'other')
+    .option('--remove', 'end the representation instead')
+    .option('--json', 'print JSON')
+    .action(async (repName: string, patientName: string, opts: { relationship: string; remove?: boolean; json?: boolean }) => {
+      if (!(RELATIONSHIPS as readonly string[]).includes(opts.relationship)) {
+        throw new CliError(`--relationship must be one of ${RELATIONSHIPS.join(', ')}`);
+      }
+      await cli.withServices(async ({ accounts, audit }) => {
+        const rep = await accounts.findByUsername(repName);
+        const patient = await accounts.findByUsername(patientName);
+        if (!rep || rep.role !== 'patient') throw new CliError(`"${repName}" is not a patient account`);
+        if (!patient || patient.role !== 'patient') throw new CliError(`"${patientName}" is not a patient account`);
+        if (rep.id === patient.id) throw new CliError('an account always acts for itself');
+        const actor = `cli:${cli.io.env.USER ?? 'unknown'}`;
+        if (opts.remove) {
+          const removed = await accounts.removeRepresentative(rep.id, patient.id);
+          if (!removed) throw new CliError(`"${repName}" does not represent "${patientName}"`);
+          await audit.record({ type: 'account.representative_removed', outcome: 'success', actor, patientId: patient.fhirPatientId ?? undefined, details: { representative: rep.id } });
+          cli.print(Boolean(opts.json), { representative: rep.username, patient: patient.username, removed: true }, `"${repName}" no longer acts for "${patientName}"`);
+          return;
+        }
+        await accounts.addRepresentative(rep.id, patient.id, opts.relationship as Relationship);
+        await audit.record({
+          type: 'account.representative_added',
+          outcome: 'success',
+          actor,
+          patientId: patient.fhirPatientId ?? undefined,
+          details: { representative: rep.id, relationship: opts.relationship },
+        });
+        cli.print(
+          Boolean(opts.json),
+          { representative: rep.username, patient: patient.username, relationship: opts.relationship },
+          `"${repName}" (${opts.relationship}) may now act for "${patientName}"`,
+        );
       });
     });
 
@@ -81,4 +130,32 @@ export function registerUser(program: Command, cli: CliContext): void {
         );
       });
     });
+
+  const change = (name: string, description: string, run: (s: Services, id: string, arg: string | undefined) => Promise<Account>, arg?: string) => {
+    const cmd = user.command(`${name} <username>${arg ? ` <${arg}>` : ''}`).description(description).option('--json', 'print JSON');
+    cmd.action(async (...args: unknown[]) => {
+      const who = String(args[0]);
+      const value = arg ? String(args[1]) : undefined;
+      const opts = (arg ? args[2] : args[1]) as { json?: boolean };
+      await cli.withServices(async (services) => {
+        const account = await accountNamed(services, who);
+        try {
+          const after = await run(services, account.id, value);
+          cli.print(Boolean(opts.json), accountJson(after), `${name}: done for "${after.username}"`);
+        } catch (err) {
+          if (err instanceof AccountNotFoundError || err instanceof AccountStateError) throw new CliError(err.message);
+          throw err;
+        }
+      });
+    });
+  };
+  change('disable', 'disable an account and end its sessions, grants and tokens', (s, id) => s.accountAdmin.disable(id, cli.actor()));
+  change('enable', 'enable a disabled account', (s, id) => s.accountAdmin.enable(id, cli.actor()));
+  change('reset-mfa', 'remove the second factor and recovery codes; the user is told on the account page', (s, id) => s.accountAdmin.resetMfa(id, cli.actor()));
+  change(
+    'link',
+    'link a patient to its FHIR Patient id, a practitioner to its Practitioner id',
+    (s, id, fhir) => s.accountAdmin.link(id, fhirId.parse(fhir), cli.actor()),
+    'fhir-id',
+  );
 }

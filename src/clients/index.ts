@@ -1,2 +1,40 @@
-export { clientMetadataSchema, needsSecret, AUTH_METHODS, GRANT_TYPES, type ClientMetadata, type ClientMetadataInput } from './client-metadata.ts';
-export { createClientRegistry, CLIENT_STATUSES, type ClientRegistry, type ClientStatus, type RegisteredClient } from './registry.ts';
+export {
+  clientMetadataSchema,
+  clientTypeOf,
+  needsSecret,
+  scopeProblem,
+  AUTH_METHODS,
+  GRANT_TYPES,
+  LAUNCH_MODES,
+  ADMIN_SCOPE,
+  EHR_LAUNCH_SCOPE,
+  INTROSPECT_SCOPE,
+  CUSTOS_SCOPES,
+  type ClientMetadata,
+  type ClientMetadataInput,
+  type ClientType,
+} from './client-metadata.ts';
+export {
+  createClientRegistry,
+  CLIENT_STATUSES,
+  CLIENT_CATEGORIES,
+  CLIENT_SORTS,
+  LIFECYCLE,
+  MAX_SECRET_GRACE,
+  ClientNotFoundError,
+  ClientStateError,
+  InvalidClientCursorError,
+  type Actor,
+  type AdminFields,
+  type ClientCategory,
+  type ClientOrigin,
+  type ClientRegistry,
+  type ClientRegistryOptions,
+  type ClientSearch,
+  type ClientSort,
+  type ClientStatus,
+  type ClientUsage,
+  type LifecycleAction,
+  type RegisteredClient,
+} from './registry.ts';
+export { createInitialAccessTokens, MAX_INITIAL_TOKEN_TTL, type InitialAccessTokens } from './initial-access-tokens.ts';

@@ -1,89 +1,490 @@
 /**
- * The client registry: creating clients, and handing their metadata to the provider. Only
- * approved clients are visible to the provider, so a suspended one stops getting tokens.
+ * The client registry: registering clients, their life cycle (pending, approved, suspended,
+ * retired), secret rotation, usage figures, and handing their metadata to the provider. Only
+ * approved clients are visible to the provider, so a suspended one stops getting tokens; every
+ * change is audited in the transaction that makes it. The API, the CLI, the admin pages and
+ * dynamic registration all go through here.
  */
 import { randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
-import { clientMetadataSchema, needsSecret, type ClientMetadata } from './client-metadata.ts';
+import { z } from 'zod';
+import type { AuditTrail } from '../audit/index.ts';
+import { ADMIN_SCOPE, clientMetadataSchema, clientTypeOf, needsSecret, type ClientMetadata, type ClientType } from './client-metadata.ts';
 import { generateClientSecret, hashClientSecret, verifyClientSecret } from './client-secret.ts';
 
 export const CLIENT_STATUSES = ['pending', 'approved', 'suspended', 'retired'] as const;
 export type ClientStatus = (typeof CLIENT_STATUSES)[number];
+export const CLIENT_CATEGORIES = ['internal', 'external', 'third-party'] as const;
+export type ClientCategory = (typeof CLIENT_CATEGORIES)[number];
+export type ClientOrigin = 'admin' | 'dcr' | 'system';
+
+/** Life-cycle actions and the statuses each may start from. Retired is final. */
+export const LIFECYCLE = {
+  approve: { from: ['pending'], to: 'approved', event: 'client.approved' },
+  suspend: { from: ['pending', 'approved'], to: 'suspended', event: 'client.suspended' },
+  reactivate: { from: ['suspended'], to: 'approved', event: 'client.reactivated' },
+  retire: { from: ['pending', 'approved', 'suspended'], to: 'retired', event: 'client.retired' },
+} as const satisfies Record<string, { from: readonly ClientStatus[]; to: ClientStatus; event: string }>;
+export type LifecycleAction = keyof typeof LIFECYCLE;
+
+/** The longest grace period an old secret may keep working after a rotation (one day). */
+export const MAX_SECRET_GRACE = 86400;
 
 export interface RegisteredClient {
   clientId: string;
   name: string;
   status: ClientStatus;
+  category: ClientCategory;
+  verified: boolean;
+  origin: ClientOrigin;
+  type: ClientType;
   metadata: ClientMetadata;
   createdAt: Date;
+  updatedAt: Date;
+  statusChangedAt: Date | null;
   lastUsedAt: Date | null;
+  /** Until when the secret replaced by the last rotation still works, if it does. */
+  previousSecretExpiresAt: Date | null;
+}
+
+/** Who did something, and from where: an account id, `cli:<os user>`, `system:<job>`, `client:<id>`. */
+export interface Actor {
+  actor: string;
+  ip?: string | undefined;
 }
 
 interface ClientRow {
   client_id: string;
   name: string;
   status: ClientStatus;
+  category: ClientCategory;
+  verified: boolean;
+  origin: ClientOrigin;
   metadata: ClientMetadata;
   secret_hash: string | null;
+  previous_secret_hash: string | null;
+  previous_secret_expires_at: Date | null;
+  registration_token_hash: string | null;
   created_at: Date;
+  updated_at: Date;
+  status_changed_at: Date | null;
   last_used_at: Date | null;
+}
+
+export class ClientNotFoundError extends Error {
+  override name = 'ClientNotFoundError';
+}
+
+/** The action does not fit the client's current state (approving a retired client...). */
+export class ClientStateError extends Error {
+  override name = 'ClientStateError';
+}
+
+export const CLIENT_SORTS = ['name', 'created_at', 'last_used_at', 'client_id'] as const;
+export type ClientSort = (typeof CLIENT_SORTS)[number];
+
+export interface ClientSearch {
+  status?: ClientStatus | undefined;
+  category?: ClientCategory | undefined;
+  verified?: boolean | undefined;
+  origin?: ClientOrigin | undefined;
+  /** Matches the name, the owner or the client id (case-insensitive substring). */
+  q?: string | undefined;
+  /** Only clients unused (no token issued) for at least this many days. */
+  unusedForDays?: number | undefined;
+  sort?: ClientSort | undefined;
+  order?: 'asc' | 'desc' | undefined;
+  limit: number;
+  cursor?: string | undefined;
+}
+
+export interface ClientUsage {
+  tokensLastDay: number;
+  tokensLast30Days: number;
+}
+
+export class InvalidClientCursorError extends Error {
+  override name = 'InvalidClientCursorError';
+}
+
+/** What an admin may change besides the RFC 7591 metadata. */
+export interface AdminFields {
+  category?: ClientCategory | undefined;
+  verified?: boolean | undefined;
+}
+
+export interface CreateOptions extends AdminFields {
+  /** A fixed id, for seeding well-known clients (the demo); registrations get a random one. */
+  clientId?: string;
+  status?: ClientStatus;
+  origin?: ClientOrigin;
+  /** RFC 7592: also issue a registration access token (returned once). */
+  registrationToken?: boolean;
+  /** Defaults to `system` for seeding code that has no person behind it. */
+  by?: Actor;
+  /** Runs inside the registration's transaction before the client is written; throwing aborts it. */
+  inTransaction?: (trx: Knex.Transaction, clientId: string) => Promise<void>;
 }
 
 export interface ClientRegistry {
   /** Validates RFC 7591 metadata and registers it; the secret is returned here and never again. */
-  create(input: unknown, opts?: { clientId?: string }): Promise<{ client: RegisteredClient; clientSecret?: string }>;
+  create(input: unknown, opts?: CreateOptions): Promise<{ client: RegisteredClient; clientSecret?: string; registrationAccessToken?: string }>;
   get(clientId: string): Promise<RegisteredClient | undefined>;
   /** Creates or updates one of Custos's own clients (fixed id, no secret), e.g. the account pages. */
   ensureInternal(clientId: string, input: unknown): Promise<void>;
   list(opts: { limit: number; after?: string }): Promise<RegisteredClient[]>;
+  search(opts: ClientSearch): Promise<{ clients: RegisteredClient[]; nextCursor?: string }>;
+  /**
+   * Replaces metadata fields (`patch` is merged into the current metadata; `null` removes an
+   * optional field) and admin fields; the result is validated whole before anything is written.
+   */
+  update(clientId: string, patch: Record<string, unknown>, admin: AdminFields, by: Actor): Promise<RegisteredClient>;
+  /**
+   * Moves a client through its life cycle. Suspending or retiring deletes every grant, code and
+   * token issued to it in the same transaction, so they stop working at once.
+   */
+  transition(clientId: string, action: LifecycleAction, by: Actor, details?: Record<string, string>): Promise<RegisteredClient>;
+  /** A new secret (returned once); the old one keeps working for `graceSeconds` (0 to 86400). */
+  rotateSecret(clientId: string, graceSeconds: number, by: Actor): Promise<{ client: RegisteredClient; clientSecret: string }>;
+  /** Counts a token response for the inventory and marks the client used. */
+  recordTokenIssued(clientId: string): Promise<void>;
+  usage(clientIds: readonly string[], now?: Date): Promise<Map<string, ClientUsage>>;
+  /** Suspends approved clients (not Custos's own) unused for `days` days at `now`; returns their ids. */
+  suspendUnused(days: number, now: Date, by: Actor): Promise<string[]>;
+  /** RFC 7592: the client whose registration access token this is, when it is still registered. */
+  findByRegistrationToken(clientId: string, token: string): Promise<RegisteredClient | undefined>;
+  /** RFC 7592 deletion by the client itself: retires it (audited as the client). */
+  deleteSelf(clientId: string, ip: string | undefined): Promise<void>;
   /** Provider-shaped metadata for an approved client, with the secret's hash in `client_secret`. */
   findForProvider(clientId: string): Promise<Record<string, unknown> | undefined>;
   verifySecret(storedHash: string, presented: string): boolean;
 }
 
-function toClient(r: ClientRow): RegisteredClient {
-  return { clientId: r.client_id, name: r.name, status: r.status, metadata: r.metadata, createdAt: r.created_at, lastUsedAt: r.last_used_at };
+export interface ClientRegistryOptions {
+  audit: AuditTrail;
+  /** The server's token lifetimes: a client may only shorten them. */
+  caps?: { accessToken: number; refreshToken: number };
+  /** Deletes every provider artifact (grants, codes, tokens) of a client inside `trx`; returns how many. */
+  revokeArtifacts?: (trx: Knex.Transaction, clientId: string) => Promise<number>;
+  clock?: () => Date;
 }
 
 const CLIENT_ID = /^[A-Za-z0-9_-]{1,128}$/;
+const DAY_MS = 86_400_000;
 
-export function createClientRegistry(db: Knex, secretPepper: Buffer): ClientRegistry {
+function toClient(r: ClientRow, now: Date): RegisteredClient {
+  const previousLive = r.previous_secret_hash && r.previous_secret_expires_at && r.previous_secret_expires_at > now;
   return {
-    async create(input, opts = {}) {
-      const metadata = clientMetadataSchema.parse(input);
-      // A fixed id is for seeding well-known clients (the demo); registrations get a random one.
-      if (opts.clientId !== undefined && !CLIENT_ID.test(opts.clientId)) throw new Error('invalid client_id');
-      const clientId = opts.clientId ?? randomBytes(16).toString('base64url');
+    clientId: r.client_id,
+    name: r.name,
+    status: r.status,
+    category: r.category,
+    verified: r.verified,
+    origin: r.origin,
+    type: clientTypeOf(r.metadata),
+    metadata: r.metadata,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    statusChangedAt: r.status_changed_at,
+    lastUsedAt: r.last_used_at,
+    previousSecretExpiresAt: previousLive ? r.previous_secret_expires_at : null,
+  };
+}
+
+/** A field problem in the same shape zod reports, so callers handle one kind of validation error. */
+function fieldError(path: string, message: string): z.ZodError {
+  return new z.ZodError([{ code: 'custom', path: [path], message, input: undefined }]);
+}
+
+const SORT_EXPR: Record<ClientSort, { expr: string; cast: string }> = {
+  name: { expr: 'lower(name)', cast: 'text' },
+  created_at: { expr: 'created_at', cast: 'timestamptz' },
+  last_used_at: { expr: "coalesce(last_used_at, '-infinity'::timestamptz)", cast: 'timestamptz' },
+  client_id: { expr: 'client_id', cast: 'text' },
+};
+
+export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: ClientRegistryOptions): ClientRegistry {
+  const { audit } = opts;
+  const clock = opts.clock ?? (() => new Date());
+  const revoke = opts.revokeArtifacts ?? (async () => 0);
+
+  /** The metadata schema plus the server's caps on token lifetimes. */
+  function parseMetadata(input: unknown): ClientMetadata {
+    const metadata = clientMetadataSchema.parse(input);
+    const caps = opts.caps;
+    if (caps && metadata.access_token_ttl !== undefined && metadata.access_token_ttl > caps.accessToken) {
+      throw fieldError('access_token_ttl', `must be at most the server's ${caps.accessToken} seconds`);
+    }
+    if (caps && metadata.refresh_token_ttl !== undefined && metadata.refresh_token_ttl > caps.refreshToken) {
+      throw fieldError('refresh_token_ttl', `must be at most the server's ${caps.refreshToken} seconds`);
+    }
+    return metadata;
+  }
+
+  /** The admin API scope only ever goes to Custos's internal (first-party) clients. */
+  function checkCategory(metadata: ClientMetadata, category: ClientCategory) {
+    if (category !== 'internal' && (metadata.scope ?? '').split(' ').includes(ADMIN_SCOPE)) {
+      throw fieldError('scope', `${ADMIN_SCOPE} is only for clients of category "internal"`);
+    }
+  }
+
+  async function locked(trx: Knex.Transaction, clientId: string): Promise<ClientRow> {
+    const row: ClientRow | undefined = CLIENT_ID.test(clientId)
+      ? await trx('clients').where({ client_id: clientId }).forUpdate().first()
+      : undefined;
+    if (!row) throw new ClientNotFoundError(`no client with id "${clientId}"`);
+    return row;
+  }
+
+  const registry: ClientRegistry = {
+    async create(input, options = {}) {
+      const metadata = parseMetadata(input);
+      checkCategory(metadata, options.category ?? 'third-party');
+      if (options.clientId !== undefined && !CLIENT_ID.test(options.clientId)) throw new Error('invalid client_id');
+      const clientId = options.clientId ?? randomBytes(16).toString('base64url');
       const clientSecret = needsSecret(metadata) ? generateClientSecret() : undefined;
-      const [row] = await db('clients')
-        .insert({
-          client_id: clientId,
-          name: metadata.client_name,
-          metadata,
-          secret_hash: clientSecret ? hashClientSecret(secretPepper, clientSecret) : null,
-          status: 'approved',
-        })
-        .returning('*');
-      return clientSecret ? { client: toClient(row), clientSecret } : { client: toClient(row) };
+      const registrationAccessToken = options.registrationToken ? randomBytes(32).toString('base64url') : undefined;
+      const by = options.by ?? { actor: 'system' };
+      const status = options.status ?? 'approved';
+      const row = await db.transaction(async (trx) => {
+        await options.inTransaction?.(trx, clientId);
+        const [inserted] = await trx('clients')
+          .insert({
+            client_id: clientId,
+            name: metadata.client_name,
+            metadata,
+            secret_hash: clientSecret ? hashClientSecret(secretPepper, clientSecret) : null,
+            registration_token_hash: registrationAccessToken ? hashClientSecret(secretPepper, registrationAccessToken) : null,
+            status,
+            status_changed_at: trx.fn.now(),
+            category: options.category ?? 'third-party',
+            verified: options.verified ?? false,
+            origin: options.origin ?? 'admin',
+          })
+          .returning('*');
+        await audit.record(
+          {
+            type: 'client.created',
+            outcome: 'success',
+            actor: by.actor,
+            ip: by.ip,
+            clientId,
+            details: { name: metadata.client_name, status, category: options.category ?? 'third-party', origin: options.origin ?? 'admin' },
+          },
+          trx,
+        );
+        return inserted as ClientRow;
+      });
+      return {
+        client: toClient(row, clock()),
+        ...(clientSecret ? { clientSecret } : {}),
+        ...(registrationAccessToken ? { registrationAccessToken } : {}),
+      };
     },
+
     async ensureInternal(clientId, input) {
       const metadata = clientMetadataSchema.parse(input);
       if (needsSecret(metadata)) throw new Error('internal clients are public clients');
       await db('clients')
-        .insert({ client_id: clientId, name: metadata.client_name, metadata, status: 'approved' })
+        .insert({ client_id: clientId, name: metadata.client_name, metadata, status: 'approved', category: 'internal', verified: true, origin: 'system' })
         .onConflict('client_id')
         .merge({ name: metadata.client_name, metadata, updated_at: db.fn.now() });
     },
+
     async get(clientId) {
       if (!CLIENT_ID.test(clientId)) return undefined;
       const row = await db('clients').where({ client_id: clientId }).first();
-      return row ? toClient(row) : undefined;
+      return row ? toClient(row, clock()) : undefined;
     },
+
     async list({ limit, after }) {
       const q = db('clients').orderBy('client_id').limit(limit);
       if (after) q.where('client_id', '>', after);
-      return (await q).map(toClient);
+      return (await q).map((r: ClientRow) => toClient(r, clock()));
     },
+
+    async search(s) {
+      const sort = SORT_EXPR[s.sort ?? 'name'];
+      const desc = s.order === 'desc';
+      const q = db('clients')
+        .select('*', db.raw(`(${sort.expr})::text as sort_key`))
+        .orderByRaw(`${sort.expr} ${desc ? 'desc' : 'asc'}, client_id ${desc ? 'desc' : 'asc'}`)
+        .limit(s.limit + 1);
+      if (s.status) q.where('status', s.status);
+      if (s.category) q.where('category', s.category);
+      if (s.origin) q.where('origin', s.origin);
+      if (s.verified !== undefined) q.where('verified', s.verified);
+      if (s.q) {
+        const pattern = `%${s.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+        q.where((w) => w.whereILike('name', pattern).orWhereILike('client_id', pattern).orWhereRaw(`metadata->>'owner' ilike ?`, [pattern]));
+      }
+      if (s.unusedForDays !== undefined) {
+        q.whereRaw('coalesce(last_used_at, created_at) < ?', [new Date(clock().getTime() - s.unusedForDays * DAY_MS)]);
+      }
+      if (s.cursor) {
+        let key: unknown;
+        try {
+          key = JSON.parse(Buffer.from(s.cursor, 'base64url').toString('utf8'));
+        } catch {
+          throw new InvalidClientCursorError('the cursor is not one this server gave out');
+        }
+        if (!Array.isArray(key) || key.length !== 3 || key[0] !== (s.sort ?? 'name') || typeof key[1] !== 'string' || typeof key[2] !== 'string') {
+          throw new InvalidClientCursorError('the cursor is not one this server gave out, or the sort changed');
+        }
+        q.whereRaw(`(${sort.expr}, client_id) ${desc ? '<' : '>'} (?::${sort.cast}, ?)`, [key[1], key[2]]);
+      }
+      const rows = (await q) as (ClientRow & { sort_key: string })[];
+      const page = rows.slice(0, s.limit);
+      const last = page.at(-1);
+      const clients = page.map((r) => toClient(r, clock()));
+      if (rows.length <= s.limit || !last) return { clients };
+      return { clients, nextCursor: Buffer.from(JSON.stringify([s.sort ?? 'name', last.sort_key, last.client_id])).toString('base64url') };
+    },
+
+    async update(clientId, patch, admin, by) {
+      return db.transaction(async (trx) => {
+        const row = await locked(trx, clientId);
+        if (row.origin === 'system') throw new ClientStateError('Custos\'s own clients are not edited here');
+        if (row.status === 'retired') throw new ClientStateError('a retired client cannot be changed');
+        const merged: Record<string, unknown> = { ...row.metadata };
+        for (const [k, v] of Object.entries(patch)) {
+          if (v === null) delete merged[k];
+          else merged[k] = v;
+        }
+        const metadata = parseMetadata(merged);
+        checkCategory(metadata, admin.category ?? row.category);
+        const fromSecret = Boolean(row.secret_hash);
+        if (needsSecret(metadata) !== fromSecret) {
+          throw fieldError('token_endpoint_auth_method', 'cannot switch between secret and non-secret authentication; register a new client');
+        }
+        const changed = Object.keys(patch).filter((k) => JSON.stringify((row.metadata as Record<string, unknown>)[k]) !== JSON.stringify(merged[k]));
+        if (admin.category !== undefined && admin.category !== row.category) changed.push('category');
+        if (admin.verified !== undefined && admin.verified !== row.verified) changed.push('verified');
+        const [updated] = await trx('clients')
+          .where({ client_id: clientId })
+          .update({
+            name: metadata.client_name,
+            metadata,
+            category: admin.category ?? row.category,
+            verified: admin.verified ?? row.verified,
+            updated_at: trx.fn.now(),
+          })
+          .returning('*');
+        await audit.record({ type: 'client.updated', outcome: 'success', actor: by.actor, ip: by.ip, clientId, details: { changed: changed.sort() } }, trx);
+        return toClient(updated as ClientRow, clock());
+      });
+    },
+
+    async transition(clientId, action, by, details = {}) {
+      const rule = LIFECYCLE[action];
+      return db.transaction(async (trx) => {
+        const row = await locked(trx, clientId);
+        if (row.origin === 'system') throw new ClientStateError('Custos\'s own clients cannot change status');
+        if (!(rule.from as readonly ClientStatus[]).includes(row.status)) {
+          throw new ClientStateError(`cannot ${action} a client that is ${row.status}`);
+        }
+        const [updated] = await trx('clients')
+          .where({ client_id: clientId })
+          .update({ status: rule.to, status_changed_at: trx.fn.now(), updated_at: trx.fn.now() })
+          .returning('*');
+        const revoked = rule.to === 'approved' ? 0 : await revoke(trx, clientId);
+        await audit.record(
+          { type: rule.event, outcome: 'success', actor: by.actor, ip: by.ip, clientId, details: { from: row.status, to: rule.to, revoked_artifacts: revoked, ...details } },
+          trx,
+        );
+        return toClient(updated as ClientRow, clock());
+      });
+    },
+
+    async rotateSecret(clientId, graceSeconds, by) {
+      if (!Number.isInteger(graceSeconds) || graceSeconds < 0 || graceSeconds > MAX_SECRET_GRACE) {
+        throw fieldError('grace_seconds', `must be a whole number from 0 to ${MAX_SECRET_GRACE}`);
+      }
+      const clientSecret = generateClientSecret();
+      const client = await db.transaction(async (trx) => {
+        const row = await locked(trx, clientId);
+        if (!row.secret_hash) throw new ClientStateError('this client does not authenticate with a secret');
+        if (row.status === 'retired') throw new ClientStateError('a retired client cannot be changed');
+        const expires = graceSeconds > 0 ? new Date(clock().getTime() + graceSeconds * 1000) : null;
+        const [updated] = await trx('clients')
+          .where({ client_id: clientId })
+          .update({
+            secret_hash: hashClientSecret(secretPepper, clientSecret),
+            previous_secret_hash: expires ? row.secret_hash : null,
+            previous_secret_expires_at: expires,
+            updated_at: trx.fn.now(),
+          })
+          .returning('*');
+        await audit.record(
+          { type: 'client.secret_rotated', outcome: 'success', actor: by.actor, ip: by.ip, clientId, details: { grace_seconds: graceSeconds } },
+          trx,
+        );
+        return toClient(updated as ClientRow, clock());
+      });
+      return { client, clientSecret };
+    },
+
+    async recordTokenIssued(clientId) {
+      if (!CLIENT_ID.test(clientId)) return;
+      await db.transaction(async (trx) => {
+        const updated = await trx('clients').where({ client_id: clientId }).update({ last_used_at: trx.fn.now() }, ['client_id']);
+        if (updated.length !== 1) return;
+        await trx.raw(
+          `insert into client_usage_hourly (client_id, hour, tokens) values (?, date_trunc('hour', now()), 1)
+           on conflict (client_id, hour) do update set tokens = client_usage_hourly.tokens + 1`,
+          [clientId],
+        );
+      });
+    },
+
+    async usage(clientIds, now = clock()) {
+      const result = new Map<string, ClientUsage>();
+      if (clientIds.length === 0) return result;
+      const rows: { client_id: string; day: string | number; month: string | number }[] = await db('client_usage_hourly')
+        .whereIn('client_id', [...clientIds])
+        .where('hour', '>', new Date(now.getTime() - 30 * DAY_MS))
+        .groupBy('client_id')
+        .select(
+          'client_id',
+          db.raw('coalesce(sum(tokens) filter (where hour > ?), 0) as day', [new Date(now.getTime() - DAY_MS)]),
+          db.raw('coalesce(sum(tokens), 0) as month'),
+        );
+      for (const id of clientIds) result.set(id, { tokensLastDay: 0, tokensLast30Days: 0 });
+      for (const r of rows) result.set(r.client_id, { tokensLastDay: Number(r.day), tokensLast30Days: Number(r.month) });
+      return result;
+    },
+
+    async suspendUnused(days, now, by) {
+      const rows: { client_id: string }[] = await db('clients')
+        .where({ status: 'approved' })
+        .whereNot({ origin: 'system' })
+        .whereRaw('coalesce(last_used_at, created_at) < ?', [new Date(now.getTime() - days * DAY_MS)])
+        .select('client_id');
+      const suspended: string[] = [];
+      for (const { client_id } of rows) {
+        try {
+          await registry.transition(client_id, 'suspend', by, { reason: `unused for ${days} days` });
+          suspended.push(client_id);
+        } catch (err) {
+          // Changed meanwhile (used, suspended by an admin): leave it to the next sweep.
+          if (!(err instanceof ClientStateError)) throw err;
+        }
+      }
+      return suspended;
+    },
+
+    async findByRegistrationToken(clientId, token) {
+      if (!CLIENT_ID.test(clientId) || token.length > 200) return undefined;
+      const row: ClientRow | undefined = await db('clients').where({ client_id: clientId, origin: 'dcr' }).whereNot({ status: 'retired' }).first();
+      if (!row?.registration_token_hash || !verifyClientSecret(secretPepper, row.registration_token_hash, token)) return undefined;
+      return toClient(row, clock());
+    },
+
+    async deleteSelf(clientId, ip) {
+      await registry.transition(clientId, 'retire', { actor: `client:${clientId}`, ip }, { reason: 'deleted by the client (RFC 7592)' });
+      await db('clients').where({ client_id: clientId }).update({ registration_token_hash: null });
+    },
+
     async findForProvider(clientId) {
       if (!CLIENT_ID.test(clientId)) return undefined;
       const row: ClientRow | undefined = await db('clients').where({ client_id: clientId, status: 'approved' }).first();
@@ -92,18 +493,25 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer): ClientRegi
       // included, travels as our own metadata field and is applied by scope negotiation.
       const ceiling = (row.metadata.scope ?? '').split(' ').filter(Boolean);
       const statics = ceiling.filter((s) => !/^(patient|user|system)\//.test(s));
+      const { owner: _owner, launch_modes: _modes, ...providerMetadata } = row.metadata;
+      const previous =
+        row.previous_secret_hash && row.previous_secret_expires_at && row.previous_secret_expires_at > clock()
+          ? { client_secret_previous: row.previous_secret_hash, client_secret_previous_expires_at: Math.floor(row.previous_secret_expires_at.getTime() / 1000) }
+          : {};
       return {
-        ...row.metadata,
+        ...providerMetadata,
         scope: statics.join(' ') || undefined,
         scope_ceiling: row.metadata.scope,
         client_id: row.client_id,
-        ...(row.secret_hash ? { client_secret: row.secret_hash } : {}),
+        ...(row.secret_hash ? { client_secret: row.secret_hash, ...previous } : {}),
         application_type: 'web',
         response_types: row.metadata.grant_types.includes('authorization_code') ? ['code'] : [],
       };
     },
+
     verifySecret(storedHash, presented) {
       return verifyClientSecret(secretPepper, storedHash, presented);
     },
   };
+  return registry;
 }

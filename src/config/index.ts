@@ -29,6 +29,7 @@ const envSchema = z.object({
   COOKIE_KEYS: z.string().optional(),
   KEY_ENCRYPTION_KEY: z.string().optional(),
   ACCESS_TOKEN_TTL: seconds(30, 3600, 300),
+  ACCESS_TOKEN_FORMAT: z.enum(['opaque', 'jwt']).default('opaque'),
   AUTHORIZATION_CODE_TTL: seconds(10, 600, 60),
   ID_TOKEN_TTL: seconds(60, 3600, 3600),
   REFRESH_TOKEN_TTL: seconds(3600, 365 * 86400, 90 * 86400),
@@ -50,6 +51,10 @@ const envSchema = z.object({
     .refine((v) => v.split(',').map((r) => r.trim()).filter(Boolean).every((r) => ['patient', 'practitioner', 'admin'].includes(r)), {
       message: 'must be a comma-separated list of patient, practitioner, admin',
     }),
+  ADMIN_REAUTH_MAX_AGE: seconds(60, 3600, 600),
+  CLIENT_STALE_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
+  CLIENT_STALE_AUTO_SUSPEND: z.enum(['true', 'false']).default('false'),
+  REGISTRATION_OPEN: z.enum(['true', 'false']).default('false'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -79,10 +84,22 @@ export interface Config {
   readonly signingKeyRefreshInterval: number;
   readonly argon2: { readonly memoryKiB: number; readonly timeCost: number; readonly maxConcurrent: number };
   readonly trustProxy: boolean;
+  /** Access tokens for FHIR servers: opaque (introspect them) or RFC 9068 JWTs. */
+  readonly accessTokenFormat: 'opaque' | 'jwt';
   /** Multi-factor policy (see src/mfa/policy.ts). */
   readonly mfa: { readonly writeScopesNeedMfa: boolean; readonly mfaRoles: readonly string[] };
   /** The protected FHIR servers' base URLs (no trailing slash); the first is the default audience. */
   readonly fhirBaseUrls: readonly string[];
+  readonly admin: {
+    /** Destructive admin actions need a sign-in with the second factor at most this old (seconds). */
+    readonly reauthMaxAge: number;
+    /** Clients without a token for this many days are flagged stale in the inventory. */
+    readonly clientStaleDays: number;
+    /** Whether stale clients are suspended automatically. */
+    readonly clientStaleAutoSuspend: boolean;
+    /** Whether dynamic client registration works without an initial access token. */
+    readonly registrationOpen: boolean;
+  };
   readonly logLevel: string;
 }
 
@@ -154,6 +171,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       maxConcurrent: e.ARGON2_MAX_CONCURRENT,
     }),
     trustProxy: e.TRUST_PROXY === 'true',
+    accessTokenFormat: e.ACCESS_TOKEN_FORMAT,
     mfa: Object.freeze({
       writeScopesNeedMfa: e.MFA_FOR_WRITE_SCOPES === 'true',
       mfaRoles: Object.freeze(e.MFA_REQUIRED_ROLES.split(',').map((r) => r.trim()).filter(Boolean)),
@@ -162,6 +180,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     fhirBaseUrls: Object.freeze(
       parseFhirBaseUrls(e.FHIR_BASE_URLS ?? (e.NODE_ENV === 'development' ? `${issuer}${DEMO_FHIR_PATH}` : undefined), production),
     ),
+    admin: Object.freeze({
+      reauthMaxAge: e.ADMIN_REAUTH_MAX_AGE,
+      clientStaleDays: e.CLIENT_STALE_DAYS,
+      clientStaleAutoSuspend: e.CLIENT_STALE_AUTO_SUSPEND === 'true',
+      registrationOpen: e.REGISTRATION_OPEN === 'true',
+    }),
     logLevel: e.LOG_LEVEL,
   });
 }

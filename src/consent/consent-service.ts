@@ -9,26 +9,37 @@ import type { AuditTrail } from '../audit/index.ts';
 import { effectiveStatus, type Consent } from './consent-record.ts';
 import { widensSensitiveAccess, type VisibilityLimits } from './visibility.ts';
 import { IDENTITY_SCOPES } from './scope-choices.ts';
+import { ConsentError } from './consent-errors.ts';
+
+export { ConsentError, type ConsentErrorKind } from './consent-errors.ts';
 import { CLIENT_CATEGORIES, type ConsentRepository, type PrivacyPreferences } from './repository.ts';
+
+/**
+ * The grants a consent covers: those of the acting account for the app, about this patient (a
+ * representative's grants for other patients, or their own, are not touched).
+ */
+export interface ConsentedGrants {
+  accountId: string;
+  clientId: string;
+  patientFhirId: string | null;
+  /** The patient acts for themselves: their grants without a patient context count too. */
+  own: boolean;
+}
 
 /** What a consent change does to the app's grants (implemented next to the token storage). */
 export interface GrantPort {
-  /** Removes every grant of `accountId` for `clientId`, with every code and token issued under them. */
-  revokeAll(trx: Knex.Transaction, accountId: string, clientId: string): Promise<number>;
-  /** Keeps only the scopes in `allowed` in every grant of `accountId` for `clientId`. */
-  narrowAll(trx: Knex.Transaction, accountId: string, clientId: string, allowed: ReadonlySet<string>): Promise<void>;
+  /** Removes the grants, with every code and token issued under them. */
+  revokeAll(trx: Knex.Transaction, grants: ConsentedGrants): Promise<number>;
+  /** Keeps only the scopes in `allowed` in the grants. */
+  narrowAll(trx: Knex.Transaction, grants: ConsentedGrants, allowed: ReadonlySet<string>): Promise<void>;
 }
 
-export type ConsentErrorKind = 'not_found' | 'invalid' | 'not_active' | 'step_up_required';
-
-export class ConsentError extends Error {
-  override name = 'ConsentError';
-  readonly kind: ConsentErrorKind;
-  constructor(kind: ConsentErrorKind, message: string) {
-    super(message);
-    this.kind = kind;
-  }
-}
+const coveredGrants = (c: Consent): ConsentedGrants => ({
+  accountId: c.actorAccountId,
+  clientId: c.clientId,
+  patientFhirId: c.patientFhirId,
+  own: c.actorAccountId === c.patientAccountId,
+});
 
 /** Who is making a change, how they signed in, and from where. */
 export interface ChangeContext {
@@ -148,7 +159,7 @@ export function createConsentService(deps: ConsentServiceDeps) {
           { status: 'active', scopes: kept, limits, expiresAt, acr: by.acr, changedBy: by.accountId, change: narrowed ? 'narrowed' : 'limits_changed', at },
           trx,
         );
-        if (narrowed) await deps.grants.narrowAll(trx, consent.actorAccountId, consent.clientId, new Set(kept));
+        if (narrowed) await deps.grants.narrowAll(trx, coveredGrants(consent), new Set(kept));
         await audit.record(
           {
             type: 'consent.changed',
@@ -173,7 +184,7 @@ export function createConsentService(deps: ConsentServiceDeps) {
           { ...consent.current, status: 'revoked', acr: by.acr, changedBy: by.accountId, change: 'revoked', at },
           trx,
         );
-        const grants = await deps.grants.revokeAll(trx, consent.actorAccountId, consent.clientId);
+        const grants = await deps.grants.revokeAll(trx, coveredGrants(consent));
         await audit.record(
           { type: 'consent.revoked', outcome: 'success', ...event(consent, by), details: { consent_id: consent.id, version: next.current.version, grants } },
           trx,
@@ -204,9 +215,12 @@ export function createConsentService(deps: ConsentServiceDeps) {
       });
     },
 
-    /** The consent behind an account's grant for an app, with its status now. */
-    async forGrant(accountId: string, clientId: string) {
-      const consent = await repo.findFor(accountId, clientId, accountId);
+    /**
+     * The consent behind an account's grant for an app, with its status now: about the grant's
+     * context patient when it has one, else about the account's own record.
+     */
+    async forGrant(accountId: string, clientId: string, patientFhirId?: string | null) {
+      const consent = await repo.findByActor(accountId, clientId, patientFhirId ?? null);
       return consent ? { consent, status: effectiveStatus(consent.current, clock()) } : undefined;
     },
 

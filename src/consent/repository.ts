@@ -7,6 +7,7 @@ import type { Knex } from 'knex';
 import { visibilityLimitsSchema, type VisibilityLimits } from './visibility.ts';
 import type { Consent, ConsentChange, ConsentVersion } from './consent-record.ts';
 import { SENSITIVE_LABELS, sortLabels, type SensitiveLabel } from './security-labels.ts';
+import { ConsentError } from './consent-errors.ts';
 
 export const CLIENT_CATEGORIES = ['internal', 'external', 'third-party'] as const;
 export type ClientCategory = (typeof CLIENT_CATEGORIES)[number];
@@ -86,7 +87,9 @@ export interface ConsentRepository {
   find(id: string, trx?: Knex.Transaction): Promise<Consent | undefined>;
   /** The consent of a patient (acting for themselves or through `actor`) for an app. */
   findFor(patientAccountId: string, clientId: string, actorAccountId: string, trx?: Knex.Transaction): Promise<Consent | undefined>;
-  /** A patient's consents, most recently changed first; at most `limit`. */
+  /** The consent an account gave an app about a patient (by FHIR id), or about themselves when null. */
+  findByActor(actorAccountId: string, clientId: string, patientFhirId: string | null): Promise<Consent | undefined>;
+  /** The consents about a patient or given by them (as a representative), most recently changed first; at most `limit`. */
   listForPatient(patientAccountId: string, limit: number): Promise<Consent[]>;
   versions(consentId: string, limit: number): Promise<ConsentVersion[]>;
   version(consentId: string, version: number): Promise<ConsentVersion | undefined>;
@@ -124,6 +127,13 @@ export function createConsentRepository(db: Knex): ConsentRepository {
       const q = trx ?? db;
       return withCurrent(q, await q('consents').where({ patient_account_id: patientAccountId, client_id: clientId, actor_account_id: actorAccountId }).first());
     },
+    async findByActor(actorAccountId, clientId, patientFhirId) {
+      if (!UUID.test(actorAccountId)) return undefined;
+      const q = db('consents').where({ actor_account_id: actorAccountId, client_id: clientId });
+      if (patientFhirId) q.where({ patient_fhir_id: patientFhirId });
+      else q.where({ patient_account_id: actorAccountId });
+      return withCurrent(db, await q.first());
+    },
     async listForPatient(patientAccountId, limit) {
       const rows: (ConsentRow & VersionRow)[] = await db('consents as c')
         .join(
@@ -131,7 +141,7 @@ export function createConsentRepository(db: Knex): ConsentRepository {
           'v.consent_id',
           'c.id',
         )
-        .where('c.patient_account_id', patientAccountId)
+        .where((q) => q.where('c.patient_account_id', patientAccountId).orWhere('c.actor_account_id', patientAccountId))
         .orderBy('v.created_at', 'desc')
         .limit(limit)
         .select('c.*', 'v.*');
@@ -176,7 +186,11 @@ export function createConsentRepository(db: Knex): ConsentRepository {
           change: next.change,
           created_at: next.at,
         })
-        .returning('*');
+        .returning('*')
+        .catch((err: { code?: string }) => {
+          if (err.code === '23505') throw new ConsentError('conflict', 'this app connection was changed at the same moment; look at it again and retry');
+          throw err;
+        });
       return toConsent(consent, row);
     },
     async preferences(accountId) {

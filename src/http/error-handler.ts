@@ -5,7 +5,7 @@
  */
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
-import { HttpError, notFound } from './errors.ts';
+import { HttpError, notFound, problemDetails } from './errors.ts';
 import type { Views } from './views.ts';
 
 /** Errors from body parsing and Koa's own `ctx.throw` carry `expose` and a 4xx status. */
@@ -41,7 +41,11 @@ export function errorHandler(log: Logger, views: Views) {
       ctx.status = httpError.status;
       ctx.set(httpError.headers);
       ctx.set('Cache-Control', 'no-store');
-      if (wantsHtml(ctx)) {
+      if (ctx.path === '/admin/api' || ctx.path.startsWith('/admin/api/')) {
+        // The admin API answers with problem details (RFC 9457).
+        ctx.body = problemDetails(httpError);
+        ctx.type = 'application/problem+json';
+      } else if (wantsHtml(ctx)) {
         ctx.type = 'html';
         ctx.body = views.render('error', { title: 'Something went wrong', error: httpError.error, description: httpError.description });
       } else {

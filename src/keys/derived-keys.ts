@@ -4,7 +4,7 @@
  */
 import { hkdfSync } from 'node:crypto';
 
-export type KeyPurpose = 'client-secret-hmac' | 'recovery-code-hmac' | 'csrf';
+export type KeyPurpose = 'client-secret-hmac' | 'recovery-code-hmac' | 'initial-access-token-hmac' | 'csrf';
 
 export function deriveKey(kek: Buffer, purpose: KeyPurpose): Buffer {
   return Buffer.from(hkdfSync('sha256', kek, Buffer.alloc(0), `custos/${purpose}`, 32));

@@ -22,6 +22,8 @@ export interface MfaRepository {
   /** Checks a TOTP code of the active factor; each time step is accepted at most once. */
   verifyTotp(accountId: string, code: string): Promise<boolean>;
   removeTotp(accountId: string): Promise<void>;
+  /** Removes every factor and recovery code of the account (an admin's reset), inside `trx`. */
+  resetAll(accountId: string, trx: Knex.Transaction): Promise<{ factors: number; recoveryCodes: number }>;
   /** Replaces the recovery codes with ten new ones, returned here only. */
   regenerateRecoveryCodes(accountId: string): Promise<string[]>;
   /** Uses a recovery code once; returns how many remain, or undefined when it is not valid. */
@@ -82,6 +84,11 @@ export function createMfaRepository(db: Knex, kek: Buffer, recoveryPepper: Buffe
     },
     async removeTotp(accountId) {
       await db('mfa_factors').where({ account_id: accountId, kind: 'totp' }).delete();
+    },
+    async resetAll(accountId, trx) {
+      const factors = await trx('mfa_factors').where({ account_id: accountId }).delete(['id']);
+      const codes = await trx('recovery_codes').where({ account_id: accountId }).delete(['code_hash']);
+      return { factors: factors.length, recoveryCodes: codes.length };
     },
     async regenerateRecoveryCodes(accountId) {
       const codes = newRecoveryCodes();

@@ -96,3 +96,24 @@ export async function deleteExpiredPayloads(db: Knex, batchSize = 1000): Promise
     .delete(['kind']);
   return removed.length;
 }
+
+/**
+ * Deletes every provider artifact issued to a client (grants, codes, access and refresh tokens,
+ * PAR requests...), inside the caller's transaction; returns how many went. Run when a client is
+ * suspended or retired, so nothing issued to it works afterwards.
+ */
+export async function deleteClientPayloads(trx: Knex, clientId: string): Promise<number> {
+  const removed = await trx(TABLE).whereRaw(`payload->>'clientId' = ?`, [clientId]).delete(['kind']);
+  return removed.length;
+}
+
+/**
+ * Deletes an account's provider artifacts inside the caller's transaction: every session, grant
+ * and token (`kinds` narrows it, e.g. to sessions only); returns how many went.
+ */
+export async function deleteAccountPayloads(trx: Knex, accountId: string, kinds?: readonly string[]): Promise<number> {
+  const q = trx(TABLE).whereRaw(`payload->>'accountId' = ?`, [accountId]);
+  if (kinds) q.whereIn('kind', [...kinds]);
+  const removed = await q.delete(['kind']);
+  return removed.length;
+}

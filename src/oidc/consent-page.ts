@@ -27,7 +27,7 @@ import {
 } from '../consent/index.ts';
 import { ACR_MFA, type MfaRepository } from '../mfa/index.ts';
 import { isResourceScope, splitScopes } from '../smart/index.ts';
-import { badRequest } from '../http/errors.ts';
+import { HttpError, badRequest } from '../http/errors.ts';
 import type { ProviderHost } from './provider-host.ts';
 import { copyGrant, type SmartLaunch } from './smart-launch.ts';
 
@@ -116,9 +116,17 @@ export function consentPage(deps: ConsentPageDeps) {
     return typeof authTime === 'number' && Date.now() / 1000 - authTime <= SENSITIVE_STEP_UP_MAX_AGE;
   }
 
-  async function activeConsent(accountId: string, clientId: string) {
-    const found = await deps.consents.forGrant(accountId, clientId);
+  async function activeConsent(accountId: string, clientId: string, patientFhirId: string | null) {
+    const found = await deps.consents.forGrant(accountId, clientId, patientFhirId);
     return found?.status === 'active' ? found.consent.current : undefined;
+  }
+
+  /** Whose record this authorization opens: the one chosen in the picker, else the patient's own. */
+  function contextPatient(d: Details, account: Account): string | null {
+    // The picker's answer is this interaction's result, or (once a new prompt started) the last submission.
+    type Picked = { launch?: { patient?: string } } | undefined;
+    const picked = (d.result as Picked)?.launch?.patient ?? (d.lastSubmission as Picked)?.launch?.patient;
+    return picked ?? account.fhirPatientId ?? null;
   }
 
   async function show(ctx: Context, d: Details, submitted?: Submission, error?: string, status = 200) {
@@ -134,19 +142,22 @@ export function consentPage(deps: ConsentPageDeps) {
       subScopes: c.subScopes.map((s) => ({ ...s, checked: Boolean(picked?.has(s.scope)) })),
     }));
     // Limits start from the app's current consent, or else from the patient's preferences.
-    const current = isPatient && account ? await activeConsent(account.id, String(d.params.client_id)) : undefined;
+    const current = isPatient && account ? await activeConsent(account.id, String(d.params.client_id), contextPatient(d, account)) : undefined;
     const prefs = isPatient && account && !current ? await deps.consents.repo.preferences(account.id) : undefined;
     const hiddenByDefault = new Set<string>(current?.limits.hiddenLabels ?? (prefs ? prefs[client.category] : SENSITIVE_LABELS));
     const shared = submitted ? new Set(submitted.shared) : new Set(SENSITIVE_LABELS.filter((l) => !hiddenByDefault.has(l)));
     const now = deps.consents.clock();
     const expiries = expiryChoices(deps.maxConsentSeconds);
     const chosenExpiry = submitted?.expiresDays ? Number(submitted.expiresDays) : expiries.at(-1);
+    const forPatient = isPatient && account ? contextPatient(d, account) : null;
+    const represented = forPatient && account && forPatient !== account.fhirPatientId ? await accounts.findPatientByFhirId(forPatient) : undefined;
     deps.render(
       ctx,
       {
         title: 'Allow access?',
         client,
         account: account?.displayName ?? account?.username,
+        onBehalfOf: represented ? represented.displayName ?? represented.username : undefined,
         choices,
         offline: requested.includes('offline_access'),
         isPatient,
@@ -245,7 +256,13 @@ export function consentPage(deps: ConsentPageDeps) {
     let acr = d.session?.acr ?? null;
     let strong = await strongRecentSession(d);
     // Sharing a sensitive category this app did not already see needs a strong, recent login.
-    const current = await activeConsent(account.id, String(d.params.client_id));
+    const patientFhirId = contextPatient(d, account);
+    // Only the patient, or someone who represents them, may consent for their record.
+    const patient = patientFhirId === account.fhirPatientId ? account : patientFhirId ? await accounts.findPatientByFhirId(patientFhirId) : undefined;
+    if (!patient || !patientFhirId || !(await accounts.mayActFor(account.id, patientFhirId))) {
+      throw new HttpError(403, 'access_denied', 'you may not give access to this record');
+    }
+    const current = await activeConsent(account.id, String(d.params.client_id), patientFhirId);
     const alreadyShared = new Set(current ? SENSITIVE_LABELS.filter((l) => !current.limits.hiddenLabels.includes(l)) : []);
     const newlyShared = SENSITIVE_LABELS.filter((l) => !limits.hiddenLabels.includes(l) && !alreadyShared.has(l));
     if (newlyShared.length > 0 && !strong) {
@@ -263,8 +280,8 @@ export function consentPage(deps: ConsentPageDeps) {
     const consent = await deps.consents
       .approve(
         {
-          patientAccountId: account.id,
-          patientFhirId: account.fhirPatientId ?? null,
+          patientAccountId: patient.id,
+          patientFhirId,
           clientId: String(d.params.client_id),
           scopes: chosen,
           limits,

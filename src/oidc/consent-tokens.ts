@@ -7,11 +7,13 @@
 import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 import type { AccountRepository } from '../accounts/index.ts';
 import { consentDetails, effectiveStatus, type Consent, type ConsentService } from '../consent/index.ts';
-import { isResourceScope, splitScopes } from '../smart/index.ts';
+import { isResourceScope, splitScopes, type LaunchRepository } from '../smart/index.ts';
 
 export interface ConsentTokenDeps {
   consents: ConsentService;
   accounts: AccountRepository;
+  /** Where each grant's launch context (its patient) is kept. */
+  launches: LaunchRepository;
   /** Custos's own clients (the account pages) need no consent record. */
   firstPartyClients: readonly string[];
 }
@@ -35,10 +37,16 @@ export function consentTokens(deps: ConsentTokenDeps) {
    * Consent claims for a token about to be issued; refuses it (`invalid_grant`) when a patient's
    * consent does not allow it any more.
    */
-  async function claims(ctx: KoaContextWithOIDC, token: { accountId?: string; clientId?: string }): Promise<Record<string, unknown> | undefined> {
+  /** The consent for a grant: the account's, for the app, about the grant's patient. */
+  async function consentFor(accountId: string, clientId: string, grantId: string | undefined) {
+    const patient = grantId ? (await deps.launches.forGrant(grantId))?.patient : undefined;
+    return consents.forGrant(accountId, clientId, patient);
+  }
+
+  async function claims(ctx: KoaContextWithOIDC, token: { accountId?: string; clientId?: string; grantId?: string }): Promise<Record<string, unknown> | undefined> {
     const { accountId, clientId } = token;
     if (!accountId || !clientId || deps.firstPartyClients.includes(clientId)) return undefined;
-    const found = await consents.forGrant(accountId, clientId);
+    const found = await consentFor(accountId, clientId, token.grantId);
     if (!found) {
       // Practitioners and admins act under their organisation's rules; a patient always has a consent.
       const account = await deps.accounts.findById(accountId);
@@ -56,6 +64,19 @@ export function consentTokens(deps: ConsentTokenDeps) {
     };
   }
 
+  /**
+   * Whether an existing grant may be reused without asking: not when the patient's consent has
+   * ended (or never existed), so the consent page asks again instead of issuing a code whose
+   * tokens would be refused.
+   */
+  async function grantStillConsented(grant: { accountId?: string; clientId?: string; jti: string }): Promise<boolean> {
+    const { accountId, clientId } = grant;
+    if (!accountId || !clientId || deps.firstPartyClients.includes(clientId)) return true;
+    const found = await consentFor(accountId, clientId, grant.jti);
+    if (found) return found.status === 'active';
+    return (await deps.accounts.findById(accountId))?.role !== 'patient';
+  }
+
   /** RFC 9396 section 7: the token response names the authorization details the token carries. */
   function decorateTokenResponse(ctx: KoaContextWithOIDC): void {
     const body = ctx.body as Record<string, unknown> | undefined;
@@ -67,21 +88,25 @@ export function consentTokens(deps: ConsentTokenDeps) {
   /** Re-evaluates the consent behind an introspected token (RFC 7662 `active` means "usable now"). */
   async function decorateIntrospection(ctx: KoaContextWithOIDC): Promise<void> {
     const body = ctx.body as Record<string, unknown> | undefined;
-    if (ctx.status !== 200 || !body || body.active !== true || typeof body.consent_id !== 'string') return;
+    if (ctx.status !== 200 || !body) return;
+    ctx.body = await reviewIntrospection(body);
+  }
+
+  /** The introspection response as the consent allows it now (the body is changed in place). */
+  async function reviewIntrospection(body: Record<string, unknown>): Promise<Record<string, unknown>> {
+    if (body.active !== true || typeof body.consent_id !== 'string') return body;
     const consent = await consents.repo.find(body.consent_id);
-    if (!consent || effectiveStatus(consent.current, consents.clock()) !== 'active') {
-      ctx.body = { active: false };
-      return;
-    }
+    if (!consent || effectiveStatus(consent.current, consents.clock()) !== 'active') return { active: false };
     const allowed = new Set(consent.current.scopes);
     const scope = splitScopes(body.scope as string | undefined).filter((s) => !isResourceScope(s) || allowed.has(s));
     body.scope = scope.join(' ') || undefined;
     body.consent_version = consent.current.version;
     const aud = body.aud;
     body.authorization_details = [detailsOf(consent, typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.map(String) : [])];
+    return body;
   }
 
-  return { claims, decorateTokenResponse, decorateIntrospection };
+  return { claims, grantStillConsented, decorateTokenResponse, decorateIntrospection, reviewIntrospection };
 }
 
 export type ConsentTokens = ReturnType<typeof consentTokens>;

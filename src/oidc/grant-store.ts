@@ -4,7 +4,7 @@
  * scopes they hold. Lives next to the adapter because it knows how grants are stored.
  */
 import type { Knex } from 'knex';
-import type { GrantPort } from '../consent/index.ts';
+import type { ConsentedGrants, GrantPort } from '../consent/index.ts';
 
 const TABLE = 'oidc_payloads';
 
@@ -17,21 +17,29 @@ interface GrantPayload {
 const keep = (scope: string | undefined, allowed: ReadonlySet<string>) =>
   (scope ?? '').split(' ').filter((s) => s && (s === 'openid' || allowed.has(s))).join(' ');
 
-function grantsOf(trx: Knex.Transaction, accountId: string, clientId: string) {
-  return trx(TABLE).where({ kind: 'Grant' }).whereRaw(`payload->>'accountId' = ?`, [accountId]).whereRaw(`payload->>'clientId' = ?`, [clientId]);
+/** The grants a consent covers: the account's for the app, about the consent's patient. */
+function grantsOf(trx: Knex.Transaction, g: ConsentedGrants) {
+  const q = trx(`${TABLE} as p`)
+    .leftJoin('grant_contexts as gc', 'gc.grant_id', 'p.id')
+    .where('p.kind', 'Grant')
+    .whereRaw(`p.payload->>'accountId' = ?`, [g.accountId])
+    .whereRaw(`p.payload->>'clientId' = ?`, [g.clientId]);
+  if (g.own) q.where((w) => w.whereRaw(`gc.context->>'patient' is null`).orWhereRaw(`gc.context->>'patient' = ?`, [g.patientFhirId ?? '']));
+  else q.whereRaw(`gc.context->>'patient' = ?`, [g.patientFhirId ?? '']);
+  return q;
 }
 
 export const grantStore: GrantPort = {
-  async revokeAll(trx, accountId, clientId) {
-    const ids = (await grantsOf(trx, accountId, clientId).select('id')).map((r: { id: string }) => r.id);
+  async revokeAll(trx, grants) {
+    const ids = (await grantsOf(trx, grants).select('p.id')).map((r: { id: string }) => r.id);
     if (ids.length === 0) return 0;
     await trx(TABLE).whereIn('grant_id', ids).delete();
     await trx(TABLE).where({ kind: 'Grant' }).whereIn('id', ids).delete();
     return ids.length;
   },
 
-  async narrowAll(trx, accountId, clientId, allowed) {
-    const rows: { id: string; payload: GrantPayload | string }[] = await grantsOf(trx, accountId, clientId).forUpdate().select('id', 'payload');
+  async narrowAll(trx, grants, allowed) {
+    const rows: { id: string; payload: GrantPayload | string }[] = await grantsOf(trx, grants).forUpdate('p').select('p.id', 'p.payload');
     for (const row of rows) {
       const payload: GrantPayload = typeof row.payload === 'string' ? JSON.parse(row.payload) : row.payload;
       if (payload.openid) payload.openid = { ...payload.openid, scope: keep(payload.openid.scope, allowed) };

@@ -141,7 +141,27 @@ export function interactionRoutes(deps: InteractionDeps): Router {
 
   const PICKER_LIMIT = 20;
 
+  /** For a patient: themselves and the patients they represent; undefined for everyone else. */
+  async function ownChoices(d: Details) {
+    const account = d.session?.accountId ? await accounts.findById(d.session.accountId) : undefined;
+    if (account?.role !== 'patient' || !account.fhirPatientId) return undefined;
+    const represented = await accounts.representedPatients(account.id, PICKER_LIMIT);
+    return [
+      { id: account.fhirPatientId, name: `${account.displayName ?? account.username} (you)` },
+      ...represented.map((r) => ({ id: r.account.fhirPatientId!, name: `${r.account.displayName ?? r.account.username} (${r.relationship})` })),
+    ];
+  }
+
   async function showPicker(ctx: Context, d: Details, extra: Record<string, unknown> = {}, status = 200) {
+    const own = await ownChoices(d);
+    if (own) {
+      return page(
+        ctx,
+        'patient-picker',
+        { title: 'Whose record?', client: await clientName(d), representative: true, query: '', patients: own, limit: PICKER_LIMIT, askEncounter: false, ...extra },
+        status,
+      );
+    }
     const query = typeof ctx.query.q === 'string' ? ctx.query.q.trim().slice(0, 100) : '';
     const patients = query ? await accounts.searchPatients(query, PICKER_LIMIT) : [];
     page(
@@ -290,6 +310,9 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const patientId = typeof body.patient === 'string' ? body.patient : '';
     const patient = patientId ? await accounts.findPatientByFhirId(patientId) : undefined;
     if (!patient) return showPicker(ctx, d, { error: 'Choose one of the patients listed.' }, 400);
+    // A patient may choose only themselves or someone they represent.
+    const own = await ownChoices(d);
+    if (own && !own.some((p) => p.id === patientId)) return showPicker(ctx, d, { error: 'Choose one of the patients listed.' }, 400);
     const encounter = typeof body.encounter === 'string' ? body.encounter.trim() : '';
     if (encounter && !/^[A-Za-z0-9\-.]{1,64}$/.test(encounter)) {
       return showPicker(ctx, d, { error: 'An encounter id has 1-64 letters, digits, "-" or ".".' }, 400);

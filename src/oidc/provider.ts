@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import type { AccountRepository } from '../accounts/index.ts';
 import { fhirUserReference } from '../accounts/index.ts';
-import type { ClientRegistry } from '../clients/index.ts';
+import { ADMIN_SCOPE, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE, type ClientRegistry } from '../clients/index.ts';
 import type { Views } from '../http/views.ts';
 import { createKnexAdapter } from './adapter.ts';
 import { smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
@@ -20,10 +20,9 @@ import type { AuditTrail } from '../audit/index.ts';
 import { createFhirServers, STATIC_SCOPES } from '../smart/index.ts';
 import { ACR_VALUES } from '../mfa/index.ts';
 
-/** The scope an EHR's client needs to create launch contexts (`POST /smart/launch`). */
-export const EHR_LAUNCH_SCOPE = 'custos:ehr-launch';
-/** The scope that lets a resource server introspect tokens issued to other clients. */
-export const INTROSPECT_SCOPE = 'custos:introspect';
+// EHR_LAUNCH_SCOPE: creating launch contexts (`POST /smart/launch`); INTROSPECT_SCOPE: a resource
+// server introspecting other clients' tokens; ADMIN_SCOPE: the admin API (src/admin).
+export { EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE, ADMIN_SCOPE };
 
 const MAX_ASSERTION_LIFETIME = 300;
 
@@ -57,6 +56,12 @@ export function rotationTiming(config: Config) {
   };
 }
 
+/** The client's own lifetime for a token, when it has a shorter one than the server's. */
+function clientTtl(client: { metadata(): Record<string, unknown> } | undefined, field: string, cap: number): number {
+  const own = client?.metadata()[field];
+  return typeof own === 'number' && own > 0 ? Math.min(own, cap) : cap;
+}
+
 export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider {
   const { config, accounts, clients, views } = deps;
   const fhirServers = createFhirServers(config.fhirBaseUrls);
@@ -82,7 +87,9 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       email: ['email'],
       fhirUser: ['fhirUser'],
     },
-    scopes: [...STATIC_SCOPES, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE],
+    scopes: [...STATIC_SCOPES, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE, ADMIN_SCOPE],
+    // RFC 7591 registration is our own route (clients live in our registry, see src/admin/dcr-routes.ts).
+    discovery: { registration_endpoint: `${config.issuer}/register` },
     acrValues: [...ACR_VALUES],
     async findAccount(_ctx, sub) {
       const account = await accounts.findById(sub);
@@ -143,15 +150,22 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     // one of their redirect URIs; confidential clients are servers and never need it.
     clientBasedCORS(_ctx, origin, client) {
       if (origin === 'null' || client.clientAuthMethod !== 'none') return false;
+      const allowed = client.metadata().allowed_origins as string[] | undefined;
+      if (allowed?.includes(origin)) return true;
       return client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) ?? false;
     },
     extraParams: smartExtraParams(fhirServers, launch.launchParam),
-    loadExistingGrant: launch.loadExistingGrant,
+    async loadExistingGrant(ctx) {
+      const grant = await launch.loadExistingGrant(ctx);
+      // A grant whose consent has ended is not reused: the patient is asked again.
+      if (grant && !(await deps.consentTokens.grantStillConsented(grant))) return undefined;
+      return grant;
+    },
     // Launch context and how the user signed in, then the consent that allows the token (which
     // refuses it when the patient's consent no longer does).
     async extraTokenClaims(ctx, token) {
       const context = await launch.extraTokenClaims(ctx, token as { grantId?: string; accountId?: string });
-      const consent = await deps.consentTokens.claims(ctx, token as { accountId?: string; clientId?: string });
+      const consent = await deps.consentTokens.claims(ctx, token as { accountId?: string; clientId?: string; grantId?: string });
       return context || consent ? { ...context, ...consent } : undefined;
     },
     // Refresh tokens for offline_access (lasting REFRESH_TOKEN_TTL) and for online_access (ending
@@ -160,7 +174,19 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       return client.grantTypeAllowed('refresh_token') && (code.scopes.has('offline_access') || code.scopes.has('online_access'));
     },
     // The client's full scope ceiling, SMART resource scopes included (see the client registry).
-    extraClientMetadata: { properties: ['scope_ceiling', 'minimum_acr'] },
+    // Admin-set limits (minimum_acr, shorter token lifetimes, extra CORS origins), and the secret a
+    // rotation replaced while its grace period lasts.
+    extraClientMetadata: {
+      properties: [
+        'scope_ceiling',
+        'minimum_acr',
+        'allowed_origins',
+        'access_token_ttl',
+        'refresh_token_ttl',
+        'client_secret_previous',
+        'client_secret_previous_expires_at',
+      ],
+    },
     // SMART Backend Services / client-confidential-asymmetric: an assertion lives at most five
     // minutes, and a `jku` header may only point at the client's registered jwks_uri (the
     // provider does not fetch keys from `jku`, but a mismatch is a forgery signal worth refusing).
@@ -174,6 +200,16 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       }
     },
     responseTypes: ['code'],
+    formats: {
+      customizers: {
+        // oidc-provider writes `authorization_details` only from its own RAR feature; put the
+        // consent's entry (RFC 9396) into JWT access tokens ourselves.
+        async jwt(_ctx, token, jwt) {
+          const details = (token as { extra?: Record<string, unknown> }).extra?.authorization_details;
+          if (details) jwt.payload.authorization_details = details;
+        },
+      },
+    },
     // SMART's authorize-post: the session cookie must then be SameSite=None, which needs https.
     enableHttpPostMethods: secure,
     pkce: { required: () => true },
@@ -196,12 +232,13 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       requestObjectSigningAlgValues: ['RS256', 'RS384', 'PS256', 'ES256', 'ES384'],
     },
     ttl: {
-      AccessToken: config.ttl.accessToken,
+      // A client may have shorter lifetimes than the server's, never longer.
+      AccessToken: (_ctx, _token, client) => clientTtl(client, 'access_token_ttl', config.ttl.accessToken),
       AuthorizationCode: config.ttl.authorizationCode,
       // SMART Backend Services: client-credentials tokens live at most five minutes.
-      ClientCredentials: Math.min(config.ttl.accessToken, 300),
+      ClientCredentials: (_ctx, _token, client) => clientTtl(client, 'access_token_ttl', Math.min(config.ttl.accessToken, 300)),
       IdToken: config.ttl.idToken,
-      RefreshToken: config.ttl.refreshToken,
+      RefreshToken: (_ctx, _token, client) => clientTtl(client, 'refresh_token_ttl', config.ttl.refreshToken),
       Interaction: config.ttl.interaction,
       Session: config.ttl.session,
       Grant: config.ttl.grant,
@@ -229,8 +266,16 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
 
   // Client secrets are stored as keyed hashes; compare the presented secret against the hash.
   // (Symmetric algorithms that would need the plain secret are not enabled.)
-  provider.Client.prototype.compareClientSecret = function compareClientSecret(this: { clientSecret?: string }, actual: string) {
-    return Promise.resolve(Boolean(this.clientSecret) && clients.verifySecret(this.clientSecret!, actual));
+  // After a rotation the replaced secret keeps working until its grace period ends.
+  provider.Client.prototype.compareClientSecret = function compareClientSecret(
+    this: { clientSecret?: string; metadata(): Record<string, unknown> },
+    actual: string,
+  ) {
+    if (this.clientSecret && clients.verifySecret(this.clientSecret, actual)) return Promise.resolve(true);
+    const previous = this.metadata().client_secret_previous;
+    const until = this.metadata().client_secret_previous_expires_at;
+    const live = typeof previous === 'string' && typeof until === 'number' && until > Date.now() / 1000;
+    return Promise.resolve(live && clients.verifySecret(previous, actual));
   };
 
   const audited = tokenAudit(deps.audit);
@@ -241,6 +286,9 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       await launch.decorateTokenResponse(oidcCtx);
       deps.consentTokens.decorateTokenResponse(oidcCtx);
       await audited.afterToken(oidcCtx);
+      // Usage figures for the client inventory: one per token response.
+      const clientId = oidcCtx.oidc.client?.clientId;
+      if (ctx.status === 200 && clientId) await clients.recordTokenIssued(clientId);
     }
     if (ctx.oidc?.route === 'introspection') {
       await deps.consentTokens.decorateIntrospection(oidcCtx);

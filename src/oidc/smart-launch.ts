@@ -70,7 +70,9 @@ export function smartLaunch(deps: SmartLaunchDeps) {
     if (!ehr && !needs.patient && !needs.encounter) return undefined;
     const picked = (ctx.oidc.result as PickerResult | undefined)?.launch;
     const account = await accounts.findById(accountId);
-    const own = account?.role === 'patient' ? account.fhirPatientId ?? undefined : undefined;
+    let own = account?.role === 'patient' ? account.fhirPatientId ?? undefined : undefined;
+    // Someone who may act for other patients says whose record this is, in the picker.
+    if (own && needs.patient && !ehr?.patient && !picked?.patient && (await accounts.representedPatients(accountId, 1)).length > 0) own = undefined;
     const patient = ehr?.patient ?? picked?.patient ?? own;
     if (needs.patient && !patient) return 'pending';
     return mergeContexts(

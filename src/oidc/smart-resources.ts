@@ -129,7 +129,11 @@ export function smartResourceIndicators(config: Config, fhirServers: FhirServers
       const audience = fhirServers.find(resourceIndicator);
       if (!audience) throw new errors.InvalidTarget('unknown resource server');
       const ceiling = splitScopes(client.metadata().scope_ceiling as string | undefined);
-      const common = { audience, accessTokenFormat: 'opaque' as const };
+      // RFC 9068 JWT access tokens are signed RS256, which every resource server can verify.
+      const common =
+        config.accessTokenFormat === 'jwt'
+          ? { audience, accessTokenFormat: 'jwt' as const, jwt: { sign: { alg: 'RS256' as const } } }
+          : { audience, accessTokenFormat: 'opaque' as const };
       const { route } = ctx.oidc;
 
       if (route === 'token' && stringParam(ctx, 'grant_type') === 'client_credentials') {

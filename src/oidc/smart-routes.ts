@@ -4,13 +4,14 @@
  */
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
-import type { Context, Next } from 'koa';
+import type { Context } from 'koa';
 import { z } from 'zod';
 import type { ClientRegistry } from '../clients/index.ts';
 import { HttpError, badRequest } from '../http/errors.ts';
 import { DEFAULT_SMART_STYLE, launchContextSchema, smartConfiguration, type LaunchRepository } from '../smart/index.ts';
 import type { ProviderHost } from './provider-host.ts';
 import { EHR_LAUNCH_SCOPE } from './provider.ts';
+import { clientTokenAuth } from './client-token-auth.ts';
 
 interface SmartRouteDeps {
   issuer: string;
@@ -65,23 +66,7 @@ export function smartRoutes(deps: SmartRouteDeps): Router {
   });
 
   /** The EHR's bearer token must be a client-credentials token holding EHR_LAUNCH_SCOPE. */
-  async function authenticateEhr(ctx: Context, next: Next) {
-    const header = ctx.get('Authorization');
-    const match = /^Bearer ([A-Za-z0-9\-._~+/]+=*)$/.exec(header);
-    const challenge = { 'WWW-Authenticate': `Bearer realm="custos", scope="${EHR_LAUNCH_SCOPE}"` };
-    if (!match) throw new HttpError(401, 'invalid_token', 'a Bearer access token is required', challenge);
-    const token = await deps.providers.current.ClientCredentials.find(match[1]!);
-    if (!token || token.isExpired) {
-      throw new HttpError(401, 'invalid_token', 'the access token is invalid or expired', { 'WWW-Authenticate': 'Bearer realm="custos", error="invalid_token"' });
-    }
-    if (!token.scopes.has(EHR_LAUNCH_SCOPE)) {
-      throw new HttpError(403, 'insufficient_scope', `the access token lacks the ${EHR_LAUNCH_SCOPE} scope`, {
-        'WWW-Authenticate': `Bearer realm="custos", error="insufficient_scope", scope="${EHR_LAUNCH_SCOPE}"`,
-      });
-    }
-    ctx.state.ehrClientId = token.clientId;
-    await next();
-  }
+  const authenticateEhr = clientTokenAuth(deps.providers, EHR_LAUNCH_SCOPE);
 
   router.post('/smart/launch', authenticateEhr, bodyParser({ enableTypes: ['json'], jsonLimit: '16kb' }), async (ctx) => {
     if (!ctx.is('application/json')) throw new HttpError(415, 'invalid_request', 'the request body must be application/json');
@@ -93,7 +78,7 @@ export function smartRoutes(deps: SmartRouteDeps): Router {
     const app = await deps.clients.get(clientId);
     if (!app || app.status !== 'approved') throw badRequest('client_id does not name an approved client');
     const ttlSeconds = ttl ?? LAUNCH_TTL_DEFAULT;
-    const launch = await deps.launches.create({ clientId, createdBy: String(ctx.state.ehrClientId), context, ttlSeconds });
+    const launch = await deps.launches.create({ clientId, createdBy: String(ctx.state.callerClientId), context, ttlSeconds });
     ctx.status = 201;
     ctx.set('Cache-Control', 'no-store');
     ctx.body = { launch, expires_in: ttlSeconds };

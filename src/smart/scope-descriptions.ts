@@ -11,7 +11,7 @@ const STATIC: Record<string, string> = {
   launch: 'Know the context it was launched in',
   'launch/patient': 'Know which patient record is being used',
   'launch/encounter': 'Know the current encounter',
-  offline_access: 'Keep access while you are away, until you revoke it',
+  offline_access: 'Keep access while you are away, until access ends or you revoke it',
   online_access: 'Keep access while you are signed in',
 };
 

@@ -44,6 +44,8 @@ export function smartConfiguration(input: SmartConfigurationInput) {
     token_endpoint: at('/token'),
     introspection_endpoint: at('/token/introspection'),
     revocation_endpoint: at('/token/revocation'),
+    // Dynamic client registration (RFC 7591) with an admin's initial access token.
+    registration_endpoint: at('/register'),
     // Where the patient reviews, narrows and revokes what each app may do (the patient portal).
     management_endpoint: at('/account/apps'),
     userinfo_endpoint: at('/me'),

@@ -141,6 +141,16 @@ describe('consent at authorization, and tokens that obey it', () => {
         assert.equal(err.error, 'invalid_grant');
         return true;
       });
+      // Connecting again asks the patient again (the old grant is not reused) and works.
+      let asked = false;
+      const again = await flow(pat, `openid launch/patient ${OBS}`, (f) => {
+        asked = true;
+        return f;
+      });
+      assert.ok(asked, 'the consent page was shown again');
+      assert.ok(again.tokens);
+      const renewed = consentEntry(await oidc.tokenIntrospection(config, again.tokens.access_token));
+      assert.equal(renewed?.consent_version, 2);
     } finally {
       now = saved;
     }
@@ -222,6 +232,25 @@ describe('consent at authorization, and tokens that obey it', () => {
     assert.ok(!entry.hidden_security_labels.some((l) => l.code === 'PSY'), 'mental health is shared');
     const record = await server.running.services.consents.repo.find(entry.consent_id);
     assert.equal(record?.current.acr, 'urn:custos:acr:mfa');
+  });
+
+  it('keeps history linear when changes race: each one wins or is refused as a conflict', async () => {
+    const pat = await newPatient();
+    const { tokens } = await flow(pat, `openid launch/patient ${OBS} patient/Condition.rs`);
+    const consentId = consentEntry(await oidc.tokenIntrospection(config, tokens!.access_token))!.consent_id;
+    const { consents } = server.running.services;
+    const results = await Promise.allSettled(
+      ['2020-01-01', '2021-01-01', '2022-01-01', '2023-01-01'].map((from) =>
+        consents.change(consentId, { limits: { hiddenLabels: ['ETH', 'PSY', 'HIV', 'STD', 'SEX', 'SDV', 'GDIS', 'R', 'V'], from } }, { accountId: pat.id, acr: null, strongRecentLogin: false }),
+      ),
+    );
+    for (const r of results) {
+      if (r.status === 'rejected') assert.equal((r.reason as { kind?: string }).kind, 'conflict', String(r.reason));
+    }
+    const versions = (await consents.repo.versions(consentId, 20)).map((v) => v.version);
+    const won = results.filter((r) => r.status === 'fulfilled').length;
+    assert.ok(won >= 1);
+    assert.deepEqual(versions, Array.from({ length: won + 1 }, (_, i) => won + 1 - i), 'versions 1..n, none twice');
   });
 
   it('refuses bad choices with a readable message and writes nothing', async () => {

@@ -62,6 +62,7 @@ describe('the patient portal (management_endpoint)', () => {
     assert.equal(list.status, 200);
     assert.match(list.body, /Step Counter/);
     assert.match(list.body, new RegExp(`/account/apps/${consentId}`));
+    assert.match(list.body, new RegExp(`last used ${new Date().toISOString().slice(0, 10)}`));
     const page = await agent.request(url(`/account/apps/${consentId}`));
     assert.equal(page.status, 200);
     assert.match(page.body, /Read and search your observation records/);

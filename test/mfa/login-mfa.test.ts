@@ -19,6 +19,8 @@ describe('login with a second factor', () => {
   let admin: { id: string; username: string; password: string };
   let patient: { id: string; username: string; password: string };
   let adminSecret = '';
+  // The moment the enrolment code was made: replaying it must fail even after the step has moved on.
+  let enrolledAt = 0;
   let recoveryCodes: string[] = [];
 
   const actionOf = (page: PageResponse, name: string) => new URL(new RegExp(`action="([^"]*/${name})"`).exec(page.body)![1]!, server.issuer).toString();
@@ -72,7 +74,8 @@ describe('login with a second factor', () => {
     const skip = await agent.request(actionOf(next, 'enrol').replace(/enrol$/, 'enrolled'), { form: { _csrf: csrfTokenOf(next.body) } });
     assert.equal(skip.status, 400);
 
-    const enrolled = await agent.request(actionOf(next, 'enrol'), { form: { _csrf: csrfTokenOf(next.body), code: await totp(adminSecret) } });
+    enrolledAt = now();
+    const enrolled = await agent.request(actionOf(next, 'enrol'), { form: { _csrf: csrfTokenOf(next.body), code: await generate({ secret: adminSecret, epoch: enrolledAt }) } });
     assert.equal(enrolled.status, 200);
     recoveryCodes = [...enrolled.body.matchAll(/<li><code>([0-9A-Z-]+)<\/code><\/li>/g)].map((m) => m[1]!);
     assert.equal(recoveryCodes.length, 10);
@@ -95,8 +98,8 @@ describe('login with a second factor', () => {
     const bad = await agent.request(actionOf(next, 'otp'), { form: { _csrf: csrfTokenOf(next.body), code: '123456' } });
     assert.equal(bad.status, 401);
     assert.match(bad.body, /That code is not valid/);
-    // The code accepted at enrolment (this time step) is not accepted again.
-    const replay = await agent.request(actionOf(next, 'otp'), { form: { _csrf: csrfTokenOf(next.body), code: await totp(adminSecret) } });
+    // The code accepted at enrolment is not accepted again.
+    const replay = await agent.request(actionOf(next, 'otp'), { form: { _csrf: csrfTokenOf(next.body), code: await generate({ secret: adminSecret, epoch: enrolledAt }) } });
     assert.equal(replay.status, 401);
     // The next step's code is within the allowed drift and newer: accepted once.
     const fresh = await totp(adminSecret, 1);

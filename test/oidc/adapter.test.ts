@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { loadConfig } from '../../src/config/index.ts';
 import { openDatabase, closeDatabase, migrateLatest, type Db } from '../../src/db/index.ts';
 import { createClientRegistry } from '../../src/clients/index.ts';
+import { createAuditTrail } from '../../src/audit/index.ts';
 import { createKnexAdapter, deleteExpiredPayloads } from '../../src/oidc/index.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { testEnv } from '../helpers/server.ts';
@@ -16,7 +17,7 @@ describe('knex adapter for oidc-provider', () => {
     database = await createTestDatabase();
     db = await openDatabase(loadConfig(testEnv(database, 0)).database);
     await migrateLatest(db);
-    Adapter = createKnexAdapter(db, createClientRegistry(db, Buffer.alloc(32, 1)));
+    Adapter = createKnexAdapter(db, createClientRegistry(db, Buffer.alloc(32, 1), { audit: createAuditTrail(db) }));
   });
   after(async () => {
     await closeDatabase(db);
@@ -85,7 +86,7 @@ describe('knex adapter for oidc-provider', () => {
   });
 
   it('reads clients from the registry, approved ones only', async () => {
-    const registry = createClientRegistry(db, Buffer.alloc(32, 1));
+    const registry = createClientRegistry(db, Buffer.alloc(32, 1), { audit: createAuditTrail(db) });
     const { client } = await registry.create({ client_name: 'Registry App', grant_types: ['client_credentials'] });
     const clients = new Adapter('Client');
     const found = await clients.find(client.clientId);
