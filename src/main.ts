@@ -33,6 +33,9 @@ import { createMfaRepository, type MfaRepository } from './mfa/index.ts';
 import { createAuditTrail, type AuditTrail } from './audit/index.ts';
 import { createConsentRepository, createConsentService, type ConsentService } from './consent/index.ts';
 import { createApp } from './http/app.ts';
+import { createLimiterStore } from './http/limiter-store.ts';
+import { requestRateLimits } from './http/rate-limits.ts';
+import { createMetrics, metricsRoutes } from './http/metrics.ts';
 import { createViews } from './http/views.ts';
 import { healthRoutes } from './http/health.ts';
 import { staticAssets } from './http/static-assets.ts';
@@ -123,7 +126,11 @@ export async function startServer(
       minimum_acr: 'urn:custos:acr:mfa',
     });
     let selfUrl = config.issuer;
-    const throttle = createLoginThrottle(config.database);
+    const limiterStore = createLimiterStore({ database: config.database, redisUrl: config.redisUrl, keyPrefix: config.rateLimits.keyPrefix });
+    const throttle = createLoginThrottle(limiterStore);
+    const metrics = createMetrics();
+    audit.observe((event) => metrics.observe(event));
+    const rateLimits = requestRateLimits({ store: limiterStore, limits: config.rateLimits, audit, log, onLimited: (limit) => metrics.rateLimited(limit) });
     const views = createViews({ cache: config.env === 'production' });
     const launch = smartLaunch({
       launches,
@@ -135,7 +142,7 @@ export async function startServer(
     const levelCheck = sessionLevelTooLow(accounts, config.mfa);
     const tokensObeyConsent = consentTokens({ consents, accounts, launches, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
     const providers = createProviderHost(
-      (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, levelCheck, views, log }, jwks),
+      (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, clientRateLimit: rateLimits.checkClient, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
@@ -145,8 +152,11 @@ export async function startServer(
       cookieKeys: config.secrets.cookieKeys,
       https: config.issuer.startsWith('https://'),
       trustProxy: config.trustProxy,
+      outer: [(ctx, next) => metrics.middleware(ctx, next)],
+      guards: [(ctx, next) => rateLimits.middleware(ctx, next)],
       routers: [
         healthRoutes(() => databaseReachable(db)),
+        metricsRoutes(metrics, config.metricsToken),
         staticAssets(),
         interactionRoutes({
           providers,
@@ -281,7 +291,7 @@ export async function startServer(
         clearInterval(staleSweep);
         clearInterval(sealer);
         clearInterval(keyRefresh);
-        await throttle.close();
+        await limiterStore.close();
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await closeDatabase(db);

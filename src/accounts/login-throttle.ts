@@ -2,11 +2,15 @@
  * Throttling of failed login steps (the password step and the second-factor step count apart):
  * per account, five quick failures and then exponential back-off, at most 100 failures an hour;
  * per client IP, at most 50 failures in 15 minutes (credential stuffing across accounts).
- * Counters live in PostgreSQL when DATABASE_URL is set (shared by every instance) and in memory
- * on the embedded database, which only one process can open anyway.
+ * Counters live where the limiter store keeps them: Redis or PostgreSQL (shared by every
+ * instance), or memory on the embedded database, which only one process can open anyway.
  */
-import pg from 'pg';
-import { RateLimiterMemory, RateLimiterPostgres, type RateLimiterAbstract, type IRateLimiterOptions } from 'rate-limiter-flexible';
+import type { RateLimiterAbstract, IRateLimiterOptions } from 'rate-limiter-flexible';
+
+/** Makes a named limiter in the configured store (see src/http/limiter-store.ts). */
+export interface LimiterMaker {
+  make(name: string, opts: IRateLimiterOptions, table?: string): RateLimiterAbstract;
+}
 
 export type LoginStep = 'password' | 'otp';
 
@@ -16,7 +20,6 @@ export interface LoginThrottle {
   /** Counts a failure; returns the wait it now imposes (0 when none). */
   failed(step: LoginStep, accountKey: string, ip: string): Promise<number>;
   succeeded(step: LoginStep, accountKey: string): Promise<void>;
-  close(): Promise<void>;
 }
 
 const QUICK_FAILURES = 5;
@@ -26,12 +29,8 @@ const IP_CAP = 50;
 const FIRST_BACKOFF = 30;
 const MAX_BACKOFF = 15 * 60;
 
-export function createLoginThrottle(database: { kind: 'postgres'; url: string } | { kind: 'pglite' }): LoginThrottle {
-  const pool = database.kind === 'postgres' ? new pg.Pool({ connectionString: database.url, max: 2 }) : undefined;
-  const make = (keyPrefix: string, opts: IRateLimiterOptions): RateLimiterAbstract =>
-    pool
-      ? new RateLimiterPostgres({ ...opts, keyPrefix, storeClient: pool, storeType: 'pool', tableName: 'login_throttle', tableCreated: true, clearExpiredByTimeout: false })
-      : new RateLimiterMemory({ ...opts, keyPrefix });
+export function createLoginThrottle(store: LimiterMaker): LoginThrottle {
+  const make = (keyPrefix: string, opts: IRateLimiterOptions): RateLimiterAbstract => store.make(keyPrefix, opts, 'login_throttle');
 
   const limiters = (step: LoginStep) => ({
     quick: make(`${step}-quick`, { points: QUICK_FAILURES, duration: QUICK_WINDOW }),
@@ -72,9 +71,6 @@ export function createLoginThrottle(database: { kind: 'postgres'; url: string } 
     async succeeded(step, accountKey) {
       const l = byStep[step];
       await Promise.all([l.quick.delete(accountKey), l.lockouts.delete(accountKey)]);
-    },
-    async close() {
-      await pool?.end();
     },
   };
 }

@@ -45,6 +45,8 @@ export interface AuditTrail {
   /** Recomputes the whole chain and reports every link that does not match. */
   verify(): Promise<VerifyReport>;
   list(filter: AuditFilter, page: { limit: number; cursor?: string | undefined }): Promise<AuditPage>;
+  /** Calls `fn` with every event recorded from now on (metrics count them). */
+  observe(fn: (event: AuditEventInput) => void): void;
 }
 
 /** Hard cap on one page of events, whatever a caller asks for. */
@@ -92,6 +94,7 @@ function decodeCursor(cursor: string): string {
 
 export function createAuditTrail(db: Knex, opts: { log?: Logger; clock?: () => Date } = {}): AuditTrail {
   const clock = opts.clock ?? (() => new Date());
+  const observers: ((event: AuditEventInput) => void)[] = [];
 
   return {
     async record(event, trx) {
@@ -108,6 +111,7 @@ export function createAuditTrail(db: Knex, opts: { log?: Logger; clock?: () => D
       };
       await (trx ?? db)('audit_events').insert(row);
       opts.log?.info({ audit: event.type, outcome: event.outcome, actor: row.actor, client: row.client_id }, 'audit event');
+      for (const fn of observers) fn(event);
     },
 
     async seal() {
@@ -173,6 +177,10 @@ export function createAuditTrail(db: Knex, opts: { log?: Logger; clock?: () => D
         .whereNull('c.event_id')
         .count<{ count: string | number }[]>({ count: '*' });
       return { ok: problems.length === 0, checked, unsealed: Number(pending[0]?.count ?? 0), head, problems };
+    },
+
+    observe(fn) {
+      observers.push(fn);
     },
 
     async list(filter, page) {

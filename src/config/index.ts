@@ -52,6 +52,12 @@ const envSchema = z.object({
       message: 'must be a comma-separated list of patient, practitioner, admin',
     }),
   ADMIN_REAUTH_MAX_AGE: seconds(60, 3600, 600),
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+  RATE_LIMIT_KEY_PREFIX: z.string().regex(/^[A-Za-z0-9_-]{1,40}$/).default('custos'),
+  RATE_LIMIT_OAUTH_PER_IP: z.coerce.number().int().min(0).max(1_000_000).default(600),
+  RATE_LIMIT_PER_CLIENT: z.coerce.number().int().min(0).max(1_000_000).default(1200),
+  RATE_LIMIT_PAGES_PER_IP: z.coerce.number().int().min(0).max(1_000_000).default(300),
+  METRICS_TOKEN: z.string().min(32, { error: 'METRICS_TOKEN must be at least 32 characters' }).optional(),
   CLIENT_STALE_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   CLIENT_STALE_AUTO_SUSPEND: z.enum(['true', 'false']).default('false'),
   REGISTRATION_OPEN: z.enum(['true', 'false']).default('false'),
@@ -90,6 +96,12 @@ export interface Config {
   readonly mfa: { readonly writeScopesNeedMfa: boolean; readonly mfaRoles: readonly string[] };
   /** The protected FHIR servers' base URLs (no trailing slash); the first is the default audience. */
   readonly fhirBaseUrls: readonly string[];
+  /** Where shared counters live when set (rate limits); otherwise PostgreSQL or memory. */
+  readonly redisUrl: string | undefined;
+  /** Requests per minute; 0 turns a limit off. */
+  readonly rateLimits: { readonly keyPrefix: string; readonly oauthPerIp: number; readonly perClient: number; readonly pagesPerIp: number };
+  /** The bearer token /metrics wants; metrics are not served without one. */
+  readonly metricsToken: string | undefined;
   readonly admin: {
     /** Destructive admin actions need a sign-in with the second factor at most this old (seconds). */
     readonly reauthMaxAge: number;
@@ -180,6 +192,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     fhirBaseUrls: Object.freeze(
       parseFhirBaseUrls(e.FHIR_BASE_URLS ?? (e.NODE_ENV === 'development' ? `${issuer}${DEMO_FHIR_PATH}` : undefined), production),
     ),
+    redisUrl: e.REDIS_URL,
+    rateLimits: Object.freeze({
+      keyPrefix: e.RATE_LIMIT_KEY_PREFIX,
+      oauthPerIp: e.RATE_LIMIT_OAUTH_PER_IP,
+      perClient: e.RATE_LIMIT_PER_CLIENT,
+      pagesPerIp: e.RATE_LIMIT_PAGES_PER_IP,
+    }),
+    metricsToken: e.METRICS_TOKEN,
     admin: Object.freeze({
       reauthMaxAge: e.ADMIN_REAUTH_MAX_AGE,
       clientStaleDays: e.CLIENT_STALE_DAYS,

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { errorHandler } from './error-handler.ts';
 import { securityHeaders } from './security-headers.ts';
 import { limitBodySize } from './body-limit.ts';
+import { requestContextMiddleware } from './request-context.ts';
 import type { Views } from './views.ts';
 
 export interface AppDeps {
@@ -18,6 +19,10 @@ export interface AppDeps {
   cookieKeys: readonly string[];
   https: boolean;
   trustProxy: boolean;
+  /** Outermost, so it sees every request's final status (metrics). */
+  outer?: Koa.Middleware[];
+  /** After the error handler and body limit, before every route (rate limits). */
+  guards?: Koa.Middleware[];
 }
 
 /** The provider's own body parser stops at 56 KiB; anything larger is refused up front. */
@@ -28,9 +33,12 @@ export function createApp(deps: AppDeps): Koa {
   // Cookies set through this app's context (ours and the provider's) are signed with these keys.
   app.keys = [...deps.cookieKeys];
   app.silent = true;
+  for (const m of deps.outer ?? []) app.use(m);
   app.use(errorHandler(deps.log, deps.views));
   app.use(securityHeaders({ https: deps.https }));
   app.use(limitBodySize(MAX_BODY_BYTES));
+  app.use(requestContextMiddleware());
+  for (const m of deps.guards ?? []) app.use(m);
   for (const router of deps.routers) {
     app.use(router.routes());
     app.use(router.allowedMethods({ throw: false }));

@@ -34,6 +34,8 @@ export interface ProviderDeps {
   launch: SmartLaunch;
   consentTokens: ConsentTokens;
   audit: AuditTrail;
+  /** Counts a request against a client's rate limit; the seconds to wait when over it. */
+  clientRateLimit?: (clientId: string) => Promise<number>;
   /** Decides whether the session's authentication level is enough for the request. */
   levelCheck: (ctx: KoaContextWithOIDC) => Promise<boolean>;
   views: Views;
@@ -267,6 +269,22 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   // Client secrets are stored as keyed hashes; compare the presented secret against the hash.
   // (Symmetric algorithms that would need the plain secret are not enabled.)
   // After a rotation the replaced secret keeps working until its grace period ends.
+  // Per-client rate limits: the client is known only once oidc-provider has parsed the request
+  // and looks it up (client_id may be in the body), so count right there.
+  if (deps.clientRateLimit) {
+    const limit = deps.clientRateLimit;
+    const ClientModel = provider.Client as unknown as { find(id: string, ...rest: unknown[]): Promise<unknown> };
+    const find = ClientModel.find.bind(ClientModel);
+    ClientModel.find = async (id: string, ...rest: unknown[]) => {
+      const wait = typeof id === 'string' ? await limit(id) : 0;
+      if (wait > 0) {
+        const err = new errors.CustomOIDCProviderError('temporarily_unavailable', `too many requests from this client; retry after ${wait} seconds`);
+        throw Object.assign(err, { status: 429, statusCode: 429 });
+      }
+      return find(id, ...rest);
+    };
+  }
+
   provider.Client.prototype.compareClientSecret = function compareClientSecret(
     this: { clientSecret?: string; metadata(): Record<string, unknown> },
     actual: string,

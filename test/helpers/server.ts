@@ -47,6 +47,10 @@ export function testEnv(database: TestDatabase, port: number, extra: Record<stri
     ARGON2_MEMORY_KIB: '1024',
     ARGON2_TIME_COST: '1',
     LOG_LEVEL: 'silent',
+    // Tests drive many flows from one address within a minute; the rate-limit tests set their own.
+    RATE_LIMIT_OAUTH_PER_IP: '100000',
+    RATE_LIMIT_PAGES_PER_IP: '100000',
+    RATE_LIMIT_PER_CLIENT: '100000',
     ...database.env,
     ...extra,
   };

@@ -4,6 +4,7 @@ import { generate } from 'otplib';
 import { loadConfig } from '../../src/config/index.ts';
 import { openDatabase, closeDatabase, migrateLatest } from '../../src/db/index.ts';
 import { createLoginThrottle, type LoginThrottle } from '../../src/accounts/index.ts';
+import { createLimiterStore, type LimiterStore } from '../../src/http/limiter-store.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { startTestServer, testEnv, type TestServer } from '../helpers/server.ts';
 import { discover, REDIRECT_URI, startCodeFlow, type oidc } from '../helpers/oidc-client.ts';
@@ -12,16 +13,18 @@ import { UserAgent, csrfTokenOf, type PageResponse } from '../helpers/browserles
 describe('login throttle (the store the configured database uses)', () => {
   let database: TestDatabase;
   let throttle: LoginThrottle;
+  let store: LimiterStore;
   before(async () => {
     database = await createTestDatabase();
     const config = loadConfig(testEnv(database, 0));
     const db = await openDatabase(config.database);
     await migrateLatest(db);
     await closeDatabase(db);
-    throttle = createLoginThrottle(config.database);
+    store = createLimiterStore({ database: config.database, keyPrefix: 'throttle-test' });
+    throttle = createLoginThrottle(store);
   });
   after(async () => {
-    await throttle.close();
+    await store.close();
     await database.drop();
   });
 

@@ -1,0 +1,70 @@
+/**
+ * Where rate-limit counters live: Redis when REDIS_URL is set (shared by every instance, cheap per
+ * request), else PostgreSQL when DATABASE_URL is set (shared too), else memory (the embedded
+ * database serves one process anyway).
+ */
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import {
+  RateLimiterMemory,
+  RateLimiterPostgres,
+  RateLimiterRedis,
+  type IRateLimiterOptions,
+  type RateLimiterAbstract,
+} from 'rate-limiter-flexible';
+
+/** Limiter options; the in-memory block spares the store the calls of a caller already refused. */
+export type LimiterOptions = IRateLimiterOptions & { inMemoryBlockOnConsumed?: number; inMemoryBlockDuration?: number };
+
+export interface LimiterStore {
+  readonly kind: 'redis' | 'postgres' | 'memory';
+  /** A limiter whose keys are namespaced by `name`, stored in `table` on PostgreSQL. */
+  make(name: string, opts: LimiterOptions, table?: string): RateLimiterAbstract;
+  close(): Promise<void>;
+}
+
+export function createLimiterStore(opts: {
+  database: { kind: 'postgres'; url: string } | { kind: 'pglite' };
+  redisUrl?: string | undefined;
+  /** Namespaces every key (several deployments, or test runs, on one Redis). */
+  keyPrefix: string;
+}): LimiterStore {
+  if (opts.redisUrl) {
+    // Fail fast rather than queue commands while Redis is away: a request then errors, it does not hang.
+    const redis = new Redis(opts.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false });
+    redis.on('error', () => {
+      /* reported through the failing limiter calls */
+    });
+    return {
+      kind: 'redis',
+      make: (name, o) => new RateLimiterRedis({ ...o, keyPrefix: `${opts.keyPrefix}:${name}`, storeClient: redis, rejectIfRedisNotReady: true }),
+      async close() {
+        redis.disconnect();
+      },
+    };
+  }
+  if (opts.database.kind === 'postgres') {
+    const pool = new pg.Pool({ connectionString: opts.database.url, max: 4 });
+    return {
+      kind: 'postgres',
+      make: (name, o, table = 'rate_limits') =>
+        new RateLimiterPostgres({
+          ...o,
+          keyPrefix: `${opts.keyPrefix}:${name}`,
+          storeClient: pool,
+          storeType: 'pool',
+          tableName: table,
+          tableCreated: true,
+          clearExpiredByTimeout: false,
+        }),
+      async close() {
+        await pool.end();
+      },
+    };
+  }
+  return {
+    kind: 'memory',
+    make: (name, { inMemoryBlockOnConsumed: _a, inMemoryBlockDuration: _b, ...o }) => new RateLimiterMemory({ ...o, keyPrefix: `${opts.keyPrefix}:${name}` }),
+    async close() {},
+  };
+}
