@@ -11,6 +11,7 @@ import { registerClient } from './client-command.ts';
 import { registerKeys } from './keys-command.ts';
 import { registerDemo } from './demo-command.ts';
 import { registerAudit } from './audit-command.ts';
+import { registerFhirProxy } from './fhir-proxy-command.ts';
 
 /** Runs the CLI and returns its exit code (tests call this directly). */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
@@ -26,6 +27,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   registerKeys(program, cli);
   registerDemo(program, cli);
   registerAudit(program, cli);
+  registerFhirProxy(program, cli);
   for (const command of program.commands) {
     command.exitOverride();
     for (const sub of command.commands) sub.exitOverride();

@@ -15,6 +15,7 @@ export { ConfigError } from './errors.ts';
 export const DEMO_FHIR_PATH = '/demo/fhir';
 
 export type { Secrets } from './secrets.ts';
+export { loadFhirProxyConfig, FHIR_PROXY_FLAGS, type FhirProxyConfig } from './fhir-proxy.ts';
 
 const seconds = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);

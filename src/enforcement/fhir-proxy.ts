@@ -1,0 +1,478 @@
+/**
+ * A reverse proxy that puts a patient's consent in front of any FHIR R4 server: it validates the
+ * bearer token, decides the request ({@link decide}), forwards what is allowed (searches kept
+ * inside the patient's compartment), filters what comes back ({@link filterBundle}), answers
+ * refusals with an OperationOutcome (401 with RFC 6750 / RFC 9470 challenges, 403, 404), and
+ * reports every decision to `audit`. Paging links are signed links to the proxy itself, so every
+ * page is decided again under the token as it is then.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { AuditEventInput } from '../audit/audit-event.ts';
+import type { AccessFacts } from './access-token.ts';
+import { decide, type Decision, type EnforcementPolicy, type Permit } from './decision.ts';
+import { parseFhirRequest } from './fhir-request.ts';
+import { operationOutcome, type IssueCode } from './operation-outcome.ts';
+import { checkSingle, filterBundle, type FilterReport, type LinkRewriter } from './response-filter.ts';
+import { checkResource } from './resource-visibility.ts';
+import { PATIENT_LINKS } from './resource-rules.ts';
+import { TokenServiceUnavailable, type TokenValidator } from './token-validator.ts';
+
+export interface FhirProxyOptions {
+  /** The FHIR server's base URL. */
+  upstream: string;
+  /** The base URL apps use to reach the proxy; defaults to `http://<host>:<port>` once listening. */
+  publicUrl?: string;
+  tokens: TokenValidator;
+  policy?: EnforcementPolicy;
+  /** A token's `aud` must name one of these; defaults to the public URL. `false` skips the check. */
+  audience?: readonly string[] | false;
+  /** Receives one event per decision (success, denied or failure). Errors it throws are logged. */
+  audit?: (event: AuditEventInput) => unknown;
+  log?: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  /** Headers added to every upstream request (for example the proxy's own credentials). */
+  upstreamHeaders?: Record<string, string>;
+  /** Milliseconds since the epoch. */
+  clock?: () => number;
+  fetch?: typeof fetch;
+  /** Key for signing paging links (random per process by default, so links end with it). */
+  pageKey?: Buffer;
+  maxBodyBytes?: number;
+  upstreamTimeoutMs?: number;
+}
+
+export interface FhirProxy {
+  /** A plain `node:http` request listener, to mount in another server. */
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  listen(port: number, host?: string): Promise<{ url: string; server: Server; close(): Promise<void> }>;
+}
+
+const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+const PAGE_PATH = '/_page';
+const PAGE_LIFETIME_MS = 60 * 60 * 1000;
+
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+class Reply {
+  readonly status: number;
+  readonly body: unknown;
+  readonly headers: Record<string, string>;
+  constructor(status: number, body: unknown, headers: Record<string, string> = {}) {
+    this.status = status;
+    this.body = body;
+    this.headers = headers;
+  }
+}
+
+/** Why the request ended as it did, for the audit event. */
+interface Outcome {
+  reply: Reply;
+  outcome: 'success' | 'denied' | 'failure';
+  reason?: string;
+  report?: FilterReport;
+}
+
+const refuse = (status: number, code: IssueCode, reason: string, headers: Record<string, string> = {}, auditReason = reason): Outcome => ({
+  reply: new Reply(status, operationOutcome(code, reason), headers),
+  outcome: status >= 500 ? 'failure' : 'denied',
+  reason: auditReason,
+});
+
+export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
+  const upstream = opts.upstream.replace(/\/+$/, '');
+  const clock = opts.clock ?? Date.now;
+  const doFetch = opts.fetch ?? fetch;
+  const pageKey = opts.pageKey ?? randomBytes(32);
+  const maxBody = opts.maxBodyBytes ?? 1024 * 1024;
+  const timeoutMs = opts.upstreamTimeoutMs ?? 30_000;
+  let publicUrl = opts.publicUrl?.replace(/\/+$/, '');
+  const policy: EnforcementPolicy = { ...opts.policy, bases: [upstream, ...(opts.policy?.bases ?? [])] };
+
+  const base = () => publicUrl ?? '';
+  const realm = () => `Bearer realm="${base() || 'FHIR'}"`;
+
+  function sign(payload: object): string {
+    const data = Buffer.from(JSON.stringify(payload)).toString('base64url');
+    return `${data}.${createHmac('sha256', pageKey).update(data).digest('base64url')}`;
+  }
+  function unsign(value: string): Json | undefined {
+    const [data, mac, extra] = value.split('.');
+    if (!data || !mac || extra !== undefined) return undefined;
+    const expected = createHmac('sha256', pageKey).update(data).digest();
+    const given = Buffer.from(mac, 'base64url');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
+    try {
+      const parsed: unknown = JSON.parse(Buffer.from(data, 'base64url').toString('utf8'));
+      return isObject(parsed) ? parsed : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  function linksFor(self: string, originalRequest: string, facts: AccessFacts): LinkRewriter {
+    return {
+      self,
+      resourceUrl: (url) => (url.startsWith(`${upstream}/`) ? `${base()}${url.slice(upstream.length)}` : undefined),
+      page: (_relation, url) => {
+        if (!url.startsWith(`${upstream}/`) && !url.startsWith(`${upstream}?`)) return undefined;
+        const token = sign({ u: url.slice(upstream.length), r: originalRequest, c: facts.clientId ?? null, p: facts.patient ?? null, e: clock() + PAGE_LIFETIME_MS });
+        return `${base()}${PAGE_PATH}?page=${token}`;
+      },
+    };
+  }
+
+  async function readBody(req: IncomingMessage): Promise<Buffer | Outcome> {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > maxBody) return refuse(413, 'too-costly', `the body is larger than ${maxBody} bytes`);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > maxBody) return refuse(413, 'too-costly', `the body is larger than ${maxBody} bytes`);
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks);
+  }
+
+  async function callUpstream(method: string, pathAndQuery: string, init: { body?: Buffer | string; headers?: Record<string, string> } = {}) {
+    const res = await doFetch(`${upstream}${pathAndQuery}`, {
+      method,
+      headers: { accept: 'application/fhir+json', ...opts.upstreamHeaders, ...init.headers },
+      ...(init.body !== undefined ? { body: init.body } : {}),
+      redirect: 'manual',
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const text = await res.text();
+    let json: unknown;
+    if (text && /json/.test(res.headers.get('content-type') ?? '')) {
+      try {
+        json = JSON.parse(text);
+      } catch {
+        json = undefined;
+      }
+    }
+    return { status: res.status, headers: res.headers, json, empty: text === '' };
+  }
+
+  /** Headers worth passing back, with upstream URLs turned into the proxy's. */
+  function passHeaders(headers: Headers): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const name of ['etag', 'last-modified']) {
+      const v = headers.get(name);
+      if (v) out[name] = v;
+    }
+    for (const name of ['location', 'content-location']) {
+      const v = headers.get(name);
+      if (!v) continue;
+      const abs = v.startsWith('http') ? v : `${upstream}/${v.replace(/^\/+/, '')}`;
+      if (abs.startsWith(`${upstream}/`)) out[name] = `${base()}${abs.slice(upstream.length)}`;
+    }
+    return out;
+  }
+
+  /** An upstream error answer, passed on without anything but an OperationOutcome. */
+  function upstreamError(status: number, json: unknown): Outcome {
+    const body = isObject(json) && json.resourceType === 'OperationOutcome' ? json : operationOutcome(status >= 500 ? 'exception' : 'invalid', `the FHIR server answered ${status}`);
+    return { reply: new Reply(status >= 500 ? 502 : status, body), outcome: 'failure', reason: `upstream ${status}` };
+  }
+
+  const notFound = (reason: string) => refuse(404, 'not-found', 'not found, or not shared with this app', {}, reason);
+
+  /** The current version of a resource, checked before anything changes it. */
+  async function currentVisible(permit: Permit): Promise<Outcome | { etag?: string; exists: boolean }> {
+    const { resourceType, id } = permit.interaction;
+    const current = await callUpstream('GET', `/${resourceType}/${encodeURIComponent(id!)}`);
+    if (current.status === 404 || current.status === 410) return { exists: false };
+    if (current.status !== 200 || !isObject(current.json)) return upstreamError(current.status, current.json);
+    const verdict = checkSingle(current.json, permit);
+    if (!verdict.visible) return notFound(verdict.reason);
+    const etag = current.headers.get('etag');
+    return { exists: true, ...(etag ? { etag } : {}) };
+  }
+
+  function checkWrittenResource(body: Buffer, permit: Permit, contentType: string | undefined): Outcome | undefined {
+    if (!/^application\/(fhir\+)?json\b/.test(contentType ?? '')) return refuse(415, 'not-supported', 'send the resource as application/fhir+json');
+    let resource: unknown;
+    try {
+      resource = JSON.parse(body.toString('utf8'));
+    } catch {
+      return refuse(400, 'invalid', 'the body is not valid JSON');
+    }
+    const { resourceType, id, kind } = permit.interaction;
+    if (!isObject(resource) || resource.resourceType !== resourceType) return refuse(400, 'invalid', `the body must be a ${resourceType} resource`);
+    if (kind === 'update' && resource.id !== id) return refuse(400, 'invalid', 'the resource id in the body must match the URL');
+    const verdict = checkResource(resource, permit.filter, permit.needed, { checkDates: false });
+    if (!verdict.visible) {
+      const why = verdict.reason === 'other_patient' ? 'it would not belong to the patient in context' : `it is outside what the patient shared (${verdict.reason.replace(/_/g, ' ')})`;
+      return refuse(403, 'forbidden', `this resource cannot be written: ${why}`, {}, verdict.reason);
+    }
+    return undefined;
+  }
+
+  function checkPatch(body: Buffer, permit: Permit, contentType: string | undefined): Outcome | undefined {
+    if (!/^application\/json-patch\+json\b/.test(contentType ?? '')) return refuse(415, 'not-supported', 'only JSON Patch (application/json-patch+json) is supported through this server');
+    let ops: unknown;
+    try {
+      ops = JSON.parse(body.toString('utf8'));
+    } catch {
+      return refuse(400, 'invalid', 'the body is not valid JSON');
+    }
+    const link = PATIENT_LINKS[permit.interaction.resourceType!]?.element;
+    // Elements that decide who and what the resource is about stay as they are.
+    const protectedRoots = new Set(['id', 'resourceType', 'meta', 'contained', 'implicitRules', 'category', 'code', ...(link ? [link] : [])]);
+    if (!Array.isArray(ops) || ops.length === 0) return refuse(400, 'invalid', 'a JSON Patch is a non-empty array of operations');
+    for (const op of ops) {
+      if (!isObject(op) || typeof op.op !== 'string' || typeof op.path !== 'string') return refuse(400, 'invalid', 'each JSON Patch operation needs op and path');
+      for (const p of [op.path, op.from]) {
+        if (typeof p !== 'string') continue;
+        const root = p.split('/')[1] ?? '';
+        if (p === '' || protectedRoots.has(root)) return refuse(403, 'forbidden', `a patch may not change /${root}`);
+      }
+    }
+    return undefined;
+  }
+
+  async function execute(req: IncomingMessage, permit: Permit, facts: AccessFacts, self: string, original: string, body: Buffer | undefined, pageUrl?: string): Promise<Outcome> {
+    const { interaction } = permit;
+    const { kind, resourceType, id } = interaction;
+    const query = new URLSearchParams(permit.upstreamParams).toString();
+    const q = query ? `?${query}` : '';
+    const enc = (v: string) => encodeURIComponent(v);
+
+    if (kind === 'read' || kind === 'vread') {
+      const path = `/${resourceType}/${enc(id!)}${kind === 'vread' ? `/_history/${enc(interaction.versionId!)}` : ''}`;
+      const res = await callUpstream('GET', path);
+      if (res.status !== 200) return upstreamError(res.status, res.json);
+      if (!isObject(res.json) || res.json.resourceType !== resourceType || res.json.id !== id) return refuse(502, 'exception', 'the FHIR server answered with something other than the resource');
+      const verdict = checkSingle(res.json, permit);
+      if (!verdict.visible) return notFound(verdict.reason);
+      return { reply: new Reply(200, res.json, passHeaders(res.headers)), outcome: 'success' };
+    }
+
+    if (kind === 'search' || kind === 'history' || kind === 'everything') {
+      let path: string;
+      if (pageUrl) path = pageUrl;
+      else if (kind === 'search') path = `/${resourceType}${q}`;
+      else if (kind === 'everything') path = `/Patient/${enc(id!)}/$everything${q}`;
+      else path = `/${resourceType}${id ? `/${enc(id)}` : ''}/_history${q}`;
+      const res = await callUpstream('GET', path);
+      if (res.status !== 200) return upstreamError(res.status, res.json);
+      if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle');
+      const { bundle, report } = filterBundle(res.json, permit, linksFor(self, original, facts));
+      return { reply: new Reply(200, bundle), outcome: 'success', report };
+    }
+
+    const contentType = req.headers['content-type'];
+    const forwardHeaders = (extra: Record<string, string> = {}) => ({
+      ...(contentType ? { 'content-type': contentType } : {}),
+      ...(typeof req.headers.prefer === 'string' ? { prefer: req.headers.prefer } : {}),
+      ...extra,
+    });
+    const written = async (method: string, path: string, payload: Buffer | undefined, extra: Record<string, string>): Promise<Outcome> => {
+      const res = await callUpstream(method, path, { ...(payload ? { body: payload } : {}), headers: forwardHeaders(extra) });
+      if (res.status >= 300) return upstreamError(res.status, res.json);
+      const headers = passHeaders(res.headers);
+      // What the server sends back is shown only if the app could read it.
+      if (isObject(res.json) && res.json.resourceType !== 'OperationOutcome' && !checkResource(res.json, permit.filter, ['c', 'r', 'u']).visible) {
+        return { reply: new Reply(res.status, operationOutcome('forbidden', 'done; the result is not shown')), outcome: 'success' };
+      }
+      return { reply: new Reply(res.status, res.json ?? (res.empty ? null : operationOutcome('exception', 'the FHIR server answered with a body that is not JSON')), headers), outcome: 'success' };
+    };
+
+    if (req.headers['if-none-exist'] || req.headers['if-none-match']) {
+      return refuse(400, 'not-supported', 'conditional creates and updates are not supported through this server');
+    }
+    if (kind === 'create') {
+      const problem = checkWrittenResource(body ?? Buffer.alloc(0), permit, contentType);
+      if (problem) return problem;
+      return written('POST', `/${resourceType}`, body, {});
+    }
+    const current = await currentVisible(permit);
+    if ('reply' in current) return current;
+    const ifMatch = typeof req.headers['if-match'] === 'string' ? req.headers['if-match'] : current.etag;
+    // The version checked above is the version changed: a concurrent change makes the write fail.
+    const guard: Record<string, string> = ifMatch ? { 'if-match': ifMatch } : {};
+    if (kind === 'update') {
+      const problem = checkWrittenResource(body ?? Buffer.alloc(0), permit, contentType);
+      if (problem) return problem;
+      if (!current.exists && !facts.scopes.some((s) => s.permissions.has('c') && (s.resourceType === '*' || s.resourceType === resourceType))) {
+        return notFound('update would create');
+      }
+      return written('PUT', `/${resourceType}/${enc(id!)}`, body, guard);
+    }
+    if (!current.exists) return notFound('no such resource');
+    if (kind === 'patch') {
+      const problem = checkPatch(body ?? Buffer.alloc(0), permit, contentType);
+      if (problem) return problem;
+      return written('PATCH', `/${resourceType}/${enc(id!)}`, body, guard);
+    }
+    return written('DELETE', `/${resourceType}/${enc(id!)}`, undefined, guard);
+  }
+
+  async function bearer(req: IncomingMessage): Promise<Outcome | AccessFacts> {
+    const header = req.headers.authorization;
+    const m = header ? /^Bearer +(\S+) *$/i.exec(header) : null;
+    if (!header) return refuse(401, 'login', 'this server needs a bearer access token', { 'www-authenticate': realm() }, 'no token');
+    if (!m?.[1]) return refuse(401, 'login', 'the Authorization header is not a bearer token', { 'www-authenticate': `${realm()}, error="invalid_request"` }, 'malformed authorization');
+    let verdict;
+    try {
+      verdict = await opts.tokens.validate(m[1]);
+    } catch (err) {
+      if (err instanceof TokenServiceUnavailable) {
+        opts.log?.warn({ err }, 'token validation unavailable');
+        return refuse(503, 'transient', 'the authorization server could not be reached; try again shortly', { 'retry-after': '5' });
+      }
+      throw err;
+    }
+    const invalid = (reason: string) => refuse(401, 'login', 'the access token is not valid', { 'www-authenticate': `${realm()}, error="invalid_token"` }, reason);
+    if (!verdict.active) return invalid(verdict.reason);
+    const audience = opts.audience === false ? undefined : (opts.audience ?? (publicUrl ? [publicUrl] : undefined));
+    if (audience && !verdict.facts.aud.some((a) => audience.includes(a.replace(/\/+$/, '')))) return invalid('the token is for another server');
+    return verdict.facts;
+  }
+
+  function denial(decision: Extract<Decision, { effect: 'deny' }>): Outcome {
+    const headers: Record<string, string> = {};
+    if (decision.wwwAuthenticate) headers['www-authenticate'] = decision.wwwAuthenticate;
+    else if (decision.error === 'insufficient_scope') headers['www-authenticate'] = `${realm()}, error="insufficient_scope"`;
+    return refuse(decision.status, decision.code, decision.reason, headers);
+  }
+
+  async function route(req: IncomingMessage, self: string, path: string, query: URLSearchParams, facts: { value?: AccessFacts; decision?: Decision }): Promise<Outcome> {
+    if (path === '/metadata' && req.method === 'GET') {
+      const res = await callUpstream('GET', '/metadata');
+      if (res.status !== 200) return upstreamError(res.status, res.json);
+      return { reply: new Reply(200, res.json), outcome: 'success' };
+    }
+    const token = await bearer(req);
+    if ('reply' in token) return token;
+    facts.value = token;
+
+    let original = `${path}${query.size ? `?${query}` : ''}`;
+    let pageUrl: string | undefined;
+    if (path === PAGE_PATH) {
+      if (req.method !== 'GET') return refuse(405, 'not-supported', 'paging links take GET');
+      const page = unsign(query.get('page') ?? '');
+      if (!page || typeof page.u !== 'string' || typeof page.r !== 'string' || typeof page.e !== 'number') return refuse(400, 'invalid', 'this paging link is not one this server gave out');
+      if (page.e < clock()) return refuse(410, 'not-found', 'this paging link has expired; search again');
+      if (page.c !== (token.clientId ?? null) || page.p !== (token.patient ?? null)) return refuse(403, 'forbidden', 'this paging link belongs to another token');
+      original = page.r;
+      pageUrl = page.u;
+    }
+    const [origPath = '', origQuery = ''] = original.split(/\?(.*)/s);
+
+    let formBody: URLSearchParams | undefined;
+    let body: Buffer | undefined;
+    if (['POST', 'PUT', 'PATCH'].includes(req.method ?? '') && !pageUrl) {
+      const read = await readBody(req);
+      if (!Buffer.isBuffer(read)) return read;
+      body = read;
+      if (req.method === 'POST' && /\/_search$/.test(origPath)) {
+        if (!/^application\/x-www-form-urlencoded\b/.test(req.headers['content-type'] ?? '')) return refuse(415, 'not-supported', 'send _search parameters as application/x-www-form-urlencoded');
+        formBody = new URLSearchParams(body.toString('utf8'));
+      }
+    }
+    const parsed = parseFhirRequest({ method: pageUrl ? 'GET' : (req.method ?? 'GET'), path: origPath, query: new URLSearchParams(origQuery), ...(formBody ? { formBody } : {}) });
+    if (!parsed.ok) return refuse(parsed.status, parsed.status === 404 ? 'not-found' : 'not-supported', parsed.reason);
+    if (pageUrl && !['search', 'history', 'everything'].includes(parsed.interaction.kind)) return refuse(400, 'invalid', 'this paging link is not one this server gave out');
+    if (parsed.interaction.kind === 'capabilities') return refuse(405, 'not-supported', 'metadata takes GET');
+
+    const decision = decide(parsed.interaction, token, policy, Math.floor(clock() / 1000));
+    facts.decision = decision;
+    if (decision.effect === 'deny') return denial(decision);
+    // A POST _search is forwarded as a GET, and its own links point at the GET form.
+    const selfUrl = formBody ? `${base()}${origPath.replace(/\/_search$/, '')}?${new URLSearchParams([...parsed.interaction.params])}` : self;
+    return execute(req, decision, token, selfUrl, formBody ? selfUrl.slice(base().length) : original, body, pageUrl);
+  }
+
+  function send(res: ServerResponse, reply: Reply): void {
+    const headers: Record<string, string> = { 'cache-control': 'no-store', ...reply.headers };
+    if (reply.body === null || reply.body === undefined) {
+      res.writeHead(reply.status, headers).end();
+      return;
+    }
+    const text = JSON.stringify(reply.body);
+    res.writeHead(reply.status, { ...headers, 'content-type': FHIR_JSON, 'content-length': String(Buffer.byteLength(text)) }).end(text);
+  }
+
+  async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = req.url ?? '/';
+    const [path = '/', search = ''] = raw.split(/\?(.*)/s);
+    const query = new URLSearchParams(search);
+    const self = `${base()}${raw}`;
+    const seen: { value?: AccessFacts; decision?: Decision } = {};
+    let result: Outcome;
+    try {
+      result = path.startsWith('/') ? await route(req, self, path, query, seen) : refuse(400, 'invalid', 'the request target must be a path');
+    } catch (err) {
+      const timeout = (err as Error).name === 'TimeoutError';
+      opts.log?.error({ err }, 'fhir proxy request failed');
+      result = timeout
+        ? refuse(504, 'timeout', 'the FHIR server did not answer in time')
+        : refuse(502, 'exception', 'the FHIR server could not be reached or answered unexpectedly', {}, (err as Error).message);
+    }
+    send(res, result.reply);
+    if (path === '/metadata' && result.outcome === 'success') return;
+    const facts = seen.value;
+    const interaction = seen.decision?.effect === 'allow' ? seen.decision.interaction : undefined;
+    const event: AuditEventInput = {
+      type: 'fhir.access',
+      outcome: result.outcome,
+      actor: facts?.sub ?? (facts?.clientId ? `client:${facts.clientId}` : undefined),
+      clientId: facts?.clientId,
+      patientId: facts?.patient,
+      ip: req.socket.remoteAddress,
+      details: {
+        method: req.method ?? null,
+        path: path.length > 200 ? `${path.slice(0, 200)}...` : path,
+        status: result.reply.status,
+        interaction: interaction?.kind,
+        resource_type: interaction?.resourceType,
+        resource_id: interaction?.id,
+        reason: result.reason,
+        consent_id: facts?.consent?.consentId,
+        consent_version: facts?.consent?.version,
+        ...(result.report ? { returned: result.report.kept, withheld: result.report.removed, withheld_because: result.report.reasons } : {}),
+      },
+    };
+    try {
+      await opts.audit?.(event);
+    } catch (err) {
+      opts.log?.error({ err }, 'recording a fhir access decision failed');
+    }
+  }
+
+  const proxy: FhirProxy = {
+    handle(req, res) {
+      handleRequest(req, res).catch((err: unknown) => {
+        opts.log?.error({ err }, 'fhir proxy failed');
+        if (!res.headersSent) send(res, new Reply(500, operationOutcome('exception', 'internal error')));
+        else res.destroy();
+      });
+    },
+    async listen(port, host = '127.0.0.1') {
+      const server = createServer((req, res) => proxy.handle(req, res));
+      server.headersTimeout = 20_000;
+      server.requestTimeout = 60_000;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => resolve());
+      });
+      const address = server.address() as AddressInfo;
+      const url = `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
+      publicUrl ??= url;
+      return {
+        url,
+        server,
+        close: () =>
+          new Promise<void>((resolve) => {
+            server.closeAllConnections();
+            server.close(() => resolve());
+          }),
+      };
+    },
+  };
+  return proxy;
+}
