@@ -39,6 +39,7 @@ import { requestRateLimits } from './http/rate-limits.ts';
 import { createMetrics, metricsRoutes } from './http/metrics.ts';
 import { createViews } from './http/views.ts';
 import { healthRoutes } from './http/health.ts';
+import { createDrain } from './http/graceful-shutdown.ts';
 import { staticAssets } from './http/static-assets.ts';
 import { createLogger } from './logging/index.ts';
 
@@ -143,6 +144,11 @@ export async function startServer(
     const throttle = createLoginThrottle(limiterStore);
     const metrics = createMetrics();
     audit.observe((event) => metrics.observe(event));
+    // Served over TLS directly when a certificate is configured: TLS 1.2 at least, AEAD suites only.
+    const server = config.tls
+      ? createHttpsServer({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2', ciphers: TLS_CIPHERS, honorCipherOrder: true })
+      : createServer();
+    const drain = createDrain(server);
     const rateLimits = requestRateLimits({ store: limiterStore, limits: config.rateLimits, audit, log, onLimited: (limit) => metrics.rateLimited(limit) });
     const views = createViews({ cache: config.env === 'production' });
     const launch = smartLaunch({
@@ -166,10 +172,10 @@ export async function startServer(
       https: config.issuer.startsWith('https://'),
       trustProxy: config.trustProxy,
       trustedProxies: config.trustedProxies,
-      outer: [(ctx, next) => metrics.middleware(ctx, next)],
+      outer: [(ctx, next) => metrics.middleware(ctx, next), drain.middleware],
       guards: [(ctx, next) => rateLimits.middleware(ctx, next)],
       routers: [
-        healthRoutes(() => databaseReachable(db)),
+        healthRoutes(async () => (drain.draining ? 'draining' : (await databaseReachable(db)) ? 'ready' : 'unavailable')),
         metricsRoutes(metrics, config.metricsToken),
         staticAssets(),
         interactionRoutes({
@@ -245,10 +251,7 @@ export async function startServer(
       ],
     });
 
-    // Served over TLS directly when a certificate is configured: TLS 1.2 at least, AEAD suites only.
-    const server = config.tls
-      ? createHttpsServer({ cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2', ciphers: TLS_CIPHERS, honorCipherOrder: true }, app.callback())
-      : createServer(app.callback());
+    server.on('request', app.callback());
     server.headersTimeout = 20_000;
     server.requestTimeout = 30_000;
     await new Promise<void>((resolve, reject) => {
@@ -312,9 +315,11 @@ export async function startServer(
         clearInterval(staleSweep);
         clearInterval(sealer);
         clearInterval(keyRefresh);
+        const { cut } = await drain.stop({ delayMs: config.shutdown.drainDelay * 1000, graceMs: config.shutdown.grace * 1000 });
+        if (cut > 0) log.warn({ connections: cut }, 'shutdown grace period over: cut connections still open');
+        // Events written by the last requests join the chain now rather than at the next start.
+        await audit.seal().catch((err: unknown) => log.warn({ err }, 'sealing the audit trail failed'));
         await limiterStore.close();
-        server.closeAllConnections();
-        await new Promise<void>((resolve) => server.close(() => resolve()));
         await closeDatabase(db);
       },
     };
@@ -348,18 +353,28 @@ async function main() {
     throw err;
   }
   log.info({ issuer: config.issuer, listening: running.url, database: config.database.kind }, 'Custos is ready');
+  let stopping = false;
   const stop = (signal: string) => {
-    log.info({ signal }, 'shutting down');
+    // A second signal while draining means "now": the operator gave up waiting.
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting without waiting for requests in flight');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal, drainDelay: config.shutdown.drainDelay, grace: config.shutdown.grace }, 'shutting down: draining requests in flight');
     running.close().then(
-      () => process.exit(0),
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
       (err: unknown) => {
         log.error({ err }, 'error while shutting down');
         process.exit(1);
       },
     );
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
 }
 
 if (import.meta.main) {

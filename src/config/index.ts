@@ -66,6 +66,8 @@ const envSchema = z.object({
   CLIENT_STALE_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   CLIENT_STALE_AUTO_SUSPEND: z.enum(['true', 'false']).default('false'),
   REGISTRATION_OPEN: z.enum(['true', 'false']).default('false'),
+  SHUTDOWN_DRAIN_DELAY: seconds(0, 120, 0),
+  SHUTDOWN_GRACE: seconds(1, 300, 20),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -121,6 +123,8 @@ export interface Config {
     /** Whether dynamic client registration works without an initial access token. */
     readonly registrationOpen: boolean;
   };
+  /** On SIGTERM: seconds still serving while readiness says 503, then the bound on in-flight requests. */
+  readonly shutdown: { readonly drainDelay: number; readonly grace: number };
   readonly logLevel: string;
 }
 
@@ -217,6 +221,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
       clientStaleAutoSuspend: e.CLIENT_STALE_AUTO_SUSPEND === 'true',
       registrationOpen: e.REGISTRATION_OPEN === 'true',
     }),
+    shutdown: Object.freeze({ drainDelay: e.SHUTDOWN_DRAIN_DELAY, grace: e.SHUTDOWN_GRACE }),
     logLevel: e.LOG_LEVEL,
   });
 }

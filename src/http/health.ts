@@ -1,9 +1,12 @@
 /**
- * Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database answers).
+ * Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the database answers and
+ * the instance is not shutting down, so a load balancer stops sending it work while it drains).
  */
 import Router from '@koa/router';
 
-export function healthRoutes(isReady: () => Promise<boolean>): Router {
+export type Readiness = 'ready' | 'draining' | 'unavailable';
+
+export function healthRoutes(readiness: () => Promise<Readiness>): Router {
   const router = new Router();
   router.get('/healthz', (ctx) => {
     ctx.set('Cache-Control', 'no-store');
@@ -11,9 +14,9 @@ export function healthRoutes(isReady: () => Promise<boolean>): Router {
   });
   router.get('/readyz', async (ctx) => {
     ctx.set('Cache-Control', 'no-store');
-    const ready = await isReady();
-    ctx.status = ready ? 200 : 503;
-    ctx.body = { status: ready ? 'ready' : 'unavailable' };
+    const status = await readiness();
+    ctx.status = status === 'ready' ? 200 : 503;
+    ctx.body = { status };
   });
   return router;
 }

@@ -44,6 +44,18 @@ describe('loadConfig', () => {
     ...extra,
   });
 
+  describe('shutdown', () => {
+    const dev = (extra: Record<string, string>) => ({ DATA_DIR: freshDir(), ...extra });
+    it('drains for 0 s and waits up to 20 s for requests in flight by default', () => {
+      assert.deepEqual(loadConfig(dev({})).shutdown, { drainDelay: 0, grace: 20 });
+      assert.deepEqual(loadConfig(dev({ SHUTDOWN_DRAIN_DELAY: '5', SHUTDOWN_GRACE: '60' })).shutdown, { drainDelay: 5, grace: 60 });
+    });
+    it('refuses a grace period or drain delay out of range, naming the variable', () => {
+      assert.deepEqual(namedVariables(configError(() => loadConfig(dev({ SHUTDOWN_GRACE: '0' })), /SHUTDOWN_GRACE/)), ['SHUTDOWN_GRACE']);
+      assert.deepEqual(namedVariables(configError(() => loadConfig(dev({ SHUTDOWN_DRAIN_DELAY: '500' })), /SHUTDOWN_DRAIN_DELAY/)), ['SHUTDOWN_DRAIN_DELAY']);
+    });
+  });
+
   describe('production secrets', () => {
     it('names both variables when COOKIE_KEYS and KEY_ENCRYPTION_KEY are missing', () => {
       const env = production({});
