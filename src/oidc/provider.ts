@@ -115,6 +115,10 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     },
     features: {
       devInteractions: { enabled: false },
+      // oidc-provider would bind tokens to DPoP keys, but our own resource-side checks (bearer
+      // introspection, the admin API, custos/enforcement) do not verify proofs yet, so a bound
+      // token would be honoured there without one. Off until DPoP is supported end to end.
+      dPoP: { enabled: false },
       introspection: {
         enabled: true,
         // A client may introspect its own tokens; a resource server (a confidential client whose
