@@ -11,6 +11,7 @@ import type { AccountRepository } from '../accounts/index.ts';
 import { fhirUserReference } from '../accounts/index.ts';
 import { ADMIN_SCOPE, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE, type ClientRegistry } from '../clients/index.ts';
 import type { Views } from '../http/views.ts';
+import { createOutboundFetch } from '../http/outbound-fetch.ts';
 import { createKnexAdapter } from './adapter.ts';
 import { smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
 import type { SmartLaunch } from './smart-launch.ts';
@@ -51,6 +52,9 @@ export function signedTokenMaxLifetime(config: Config): number {
 }
 
 /** How long instances take to notice new signing keys, at most (see `signingKeyRefresh`). */
+// One connection pool for every provider instance (the provider is rebuilt when keys change).
+const outboundFetch = createOutboundFetch();
+
 export function rotationTiming(config: Config) {
   return {
     activateAfterSeconds: 2 * config.signingKeyRefreshInterval + 5,
@@ -113,6 +117,8 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
         },
       };
     },
+    // Client jwks_uri fetches reach public addresses only (SSRF); see http/outbound-fetch.ts.
+    fetch: outboundFetch as Configuration['fetch'],
     features: {
       devInteractions: { enabled: false },
       // oidc-provider would bind tokens to DPoP keys, but our own resource-side checks (bearer
