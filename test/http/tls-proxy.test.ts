@@ -8,9 +8,9 @@ import { request } from 'node:https';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { loadConfig, ConfigError } from '../../src/config/index.ts';
 
-function httpsGet(url: string, opts: { ca?: Buffer; maxVersion?: 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; minVersion?: 'TLSv1' | 'TLSv1.1' } = {}) {
+function httpsGet(url: string, opts: { ca?: Buffer; maxVersion?: 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3'; minVersion?: 'TLSv1' | 'TLSv1.1'; ciphers?: string } = {}) {
   return new Promise<{ status: number; headers: Record<string, unknown>; body: string; protocol: string }>((resolve, reject) => {
-    const req = request(url, { ca: opts.ca, maxVersion: opts.maxVersion, minVersion: opts.minVersion }, (res) => {
+    const req = request(url, { ca: opts.ca, maxVersion: opts.maxVersion, minVersion: opts.minVersion, ciphers: opts.ciphers }, (res) => {
       const protocol = (res.socket as unknown as { getProtocol(): string | null }).getProtocol() ?? '';
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
@@ -57,12 +57,28 @@ describe('serving HTTPS itself', () => {
   });
 
   it('refuses TLS 1.1 and plain HTTP', async () => {
-    await assert.rejects(httpsGet(`${server.issuer}/healthz`, { ca, maxVersion: 'TLSv1.1', minVersion: 'TLSv1' }));
+    // SECLEVEL=0 lets this client offer TLS 1.1 at all (OpenSSL 3 would refuse to on its own), so
+    // the refusal we see is the server's protocol_version alert.
+    await assert.rejects(httpsGet(`${server.issuer}/healthz`, { ca, maxVersion: 'TLSv1.1', minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' }), (err: NodeJS.ErrnoException) => {
+      assert.match(`${err.code} ${err.message}`, /PROTOCOL_VERSION|protocol version/i);
+      return true;
+    });
     const plain = await fetch(`${server.issuer.replace('https:', 'http:')}/healthz`).then(
       (r) => r.status,
       () => 'refused',
     );
     assert.notEqual(plain, 200);
+  });
+
+  it('negotiates AEAD cipher suites only on TLS 1.2', async () => {
+    const gcm = await httpsGet(`${server.issuer}/healthz`, { ca, maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256' });
+    assert.equal(gcm.status, 200);
+    for (const cbc of ['ECDHE-ECDSA-AES128-SHA256', 'ECDHE-ECDSA-AES256-SHA']) {
+      await assert.rejects(httpsGet(`${server.issuer}/healthz`, { ca, maxVersion: 'TLSv1.2', ciphers: `${cbc}@SECLEVEL=0` }), (err: NodeJS.ErrnoException) => {
+        assert.match(`${err.code} ${err.message}`, /HANDSHAKE_FAILURE|handshake failure|NO_SHARED_CIPHER|no shared cipher/i, cbc);
+        return true;
+      });
+    }
   });
 });
 
