@@ -5,7 +5,6 @@
  * already has a factor, one made with it.
  */
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import type { Knex } from 'knex';
@@ -21,6 +20,7 @@ import { accountSessions, type AccountSession } from './account-session.ts';
 import { connectedApps } from './connected-apps.ts';
 import type { ClientRegistry } from '../clients/index.ts';
 import type { ConsentService } from '../consent/index.ts';
+import { formBody } from '../http/form-body.ts';
 
 export const ACCOUNT_CLIENT_ID = 'custos-account';
 /** Sensitive changes need a login at most this old (seconds). */
@@ -48,7 +48,7 @@ export function accountRoutes(deps: AccountDeps): Router {
   const secure = deps.issuer.startsWith('https://');
   const sessions = accountSessions({ secure, idleTimeout: deps.idleTimeout, lifetime: deps.lifetime });
   const callback = `${deps.issuer}/account/callback`;
-  const forms = [bodyParser({ enableTypes: ['form'], formLimit: '4kb' }), verifyCsrf(new URL(deps.issuer).origin)];
+  const forms = [formBody({ limit: '4kb' }), verifyCsrf(new URL(deps.issuer).origin)];
   const issuerName = new URL(deps.issuer).host;
 
   function render(ctx: Context, template: string, data: Record<string, unknown>, status = 200) {

@@ -5,7 +5,6 @@
  * authenticates its caller first (see admin-auth.ts); answers to errors are problem details.
  */
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import { Readable } from 'node:stream';
 import type { Context, Middleware } from 'koa';
 import { z } from 'zod';
@@ -25,6 +24,7 @@ import {
   type RegisteredClient,
 } from '../clients/index.ts';
 import { HttpError, conflict, notFound, type FieldError } from '../http/errors.ts';
+import { jsonBody } from '../http/json-body.ts';
 import type { ProviderHost } from '../oidc/index.ts';
 import { AccountNotFoundError, AccountStateError, InvalidAccountCursorError, searchAccounts, type AccountAdmin } from './account-admin.ts';
 import { adminAuth, type AdminCaller } from './admin-auth.ts';
@@ -587,22 +587,8 @@ function parse<T extends z.ZodType>(schema: T | undefined, value: unknown, where
   return result.data;
 }
 
-const parseJson = bodyParser({ enableTypes: ['json'], jsonLimit: '32kb', jsonStrict: true });
-
 /** JSON bodies up to 32 KiB; a malformed or oversized one is the caller's problem (400, 413). */
-const jsonBody: Middleware = async (ctx, next) => {
-  let parsed = false;
-  try {
-    await parseJson(ctx, async () => {
-      parsed = true;
-    });
-  } catch (err) {
-    const status = (err as { status?: number }).status;
-    if (status === 413) throw new HttpError(413, 'invalid_request', 'the request body is too large');
-    throw new HttpError(400, 'invalid_request', 'the request body is not valid JSON');
-  }
-  if (parsed) await next();
-};
+const readJson = jsonBody({ limit: '32kb' });
 
 /** The admin API router and the table it was built from (for the OpenAPI document and tests). */
 export function adminApiRoutes(deps: AdminApiDeps): { router: Router; routes: ApiRoute[] } {
@@ -634,7 +620,7 @@ export function adminApiRoutes(deps: AdminApiDeps): { router: Router; routes: Ap
       ctx.body = reply.body;
       if (reply.type) ctx.type = reply.type;
     };
-    const steps: Middleware[] = [auth.authenticate, ...(spec.destructive ? [auth.recentLogin] : []), ...(spec.body ? [jsonBody] : []), handler];
+    const steps: Middleware[] = [auth.authenticate, ...(spec.destructive ? [auth.recentLogin] : []), ...(spec.body ? [readJson] : []), handler];
     router[spec.method](spec.path, ...steps);
   }
   return { router, routes };

@@ -6,7 +6,6 @@
  * (status, category, verified, minimum_acr, Custos's own scopes) is refused, never dropped.
  */
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { AuditTrail } from '../audit/index.ts';
@@ -18,6 +17,7 @@ import {
   type RegisteredClient,
 } from '../clients/index.ts';
 import { HttpError } from '../http/errors.ts';
+import { jsonBody } from '../http/json-body.ts';
 
 export interface DcrDeps {
   issuer: string;
@@ -64,7 +64,7 @@ function fromZod(err: z.ZodError): HttpError {
 
 export function dcrRoutes(deps: DcrDeps): Router {
   const router = new Router({ prefix: '/register' });
-  const json = bodyParser({ enableTypes: ['json'], jsonLimit: '32kb', jsonStrict: true });
+  const json = jsonBody({ limit: '32kb' });
   const clientUri = (id: string) => `${deps.issuer}/register/${id}`;
 
   function response(c: RegisteredClient, extra: Record<string, unknown> = {}) {

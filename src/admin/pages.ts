@@ -7,7 +7,6 @@
  * API and the CLI use.
  */
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Context, Next } from 'koa';
 import { z } from 'zod';
@@ -44,6 +43,7 @@ import {
   type ClientFormValues,
   type FormProblems,
 } from './client-form.ts';
+import { formBody } from '../http/form-body.ts';
 
 export const ADMIN_CLIENT_ID = 'custos-admin';
 const PAGE_SIZE = 50;
@@ -71,10 +71,10 @@ export function adminPages(deps: AdminPagesDeps): Router {
   const secure = deps.issuer.startsWith('https://');
   const sessions = accountSessions({ secure, idleTimeout: deps.idleTimeout, lifetime: deps.lifetime, cookie: 'custos_admin', path: '/admin' });
   const callback = `${deps.issuer}/admin/callback`;
-  const forms = [bodyParser({ enableTypes: ['form'], formLimit: '4kb' }), verifyCsrf(new URL(deps.issuer).origin)];
+  const forms = [formBody({ limit: '4kb' }), verifyCsrf(new URL(deps.issuer).origin)];
   const csrf = csrfToken({ secure });
   // The client form carries more than the small action forms (redirect URIs, an inline JWKS).
-  const clientForms = [bodyParser({ enableTypes: ['form'], formLimit: '64kb' }), verifyCsrf(new URL(deps.issuer).origin)];
+  const clientForms = [formBody({ limit: '64kb' }), verifyCsrf(new URL(deps.issuer).origin)];
   const labels = fieldLabels();
 
   function render(ctx: Context, template: string, data: Record<string, unknown>, status = 200) {
@@ -351,6 +351,7 @@ export function adminPages(deps: AdminPagesDeps): Router {
       try {
         await deps.clients.transition(String(ctx.params.id), action, by(ctx), reason ? { reason } : {});
       } catch (err) {
+        if (err instanceof ClientNotFoundError) throw notFound('there is no such client');
         if (err instanceof ClientStateError) throw conflict(err.message);
         throw err;
       }
@@ -369,6 +370,7 @@ export function adminPages(deps: AdminPagesDeps): Router {
     try {
       rotated = await deps.clients.rotateSecret(String(ctx.params.id), grace, by(ctx));
     } catch (err) {
+      if (err instanceof ClientNotFoundError) throw notFound('there is no such client');
       if (err instanceof ClientStateError) throw conflict(err.message);
       throw err;
     }

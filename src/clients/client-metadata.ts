@@ -3,6 +3,7 @@
  * before anything is stored. Unknown or unsupported fields are refused, never silently dropped.
  */
 import { z } from 'zod';
+import { findUnstorableText } from '../db/index.ts';
 import { ACR_VALUES } from '../mfa/index.ts';
 import { isResourceScope, parseResourceScope, STATIC_SCOPES } from '../smart/index.ts';
 
@@ -52,7 +53,8 @@ export const allowedOrigin = z.string().max(300).superRefine((value, ctx) => {
 
 const httpsUrl = z.url({ protocol: /^https$/ }).max(2000);
 
-const jwk = z.looseObject({ kty: z.string() });
+/** RFC 7517 section 4: JWK members are strings, string arrays (`key_ops`, `x5c`) or, from WebCrypto, `ext`. */
+const jwk = z.object({ kty: z.string().max(16) }).catchall(z.union([z.string().max(8192), z.boolean(), z.array(z.string().max(8192)).max(10)]));
 
 /** Scope strings: space-separated tokens of printable ASCII without quotes or backslash (RFC 6749 3.3). */
 const scope = z
@@ -111,6 +113,11 @@ export const clientMetadataSchema = z
   })
   .strict()
   .superRefine((m, ctx) => {
+    const unstorable = findUnstorableText(m);
+    if (unstorable) {
+      ctx.addIssue({ code: 'custom', path: unstorable.slice(0, 1), message: 'must not contain a NUL character or an unpaired surrogate' });
+      return;
+    }
     const grants = new Set(m.grant_types);
     const isPublic = m.token_endpoint_auth_method === 'none';
     if (new Set(m.grant_types).size !== m.grant_types.length) {

@@ -11,6 +11,7 @@ import { acquireDataDirLock, type DataDirLock } from './data-dir-lock.ts';
 export type Db = Knex;
 export { migrateLatest, migrateDown, migrationStatus } from './migrations.ts';
 export { DatabaseBusyError } from './data-dir-lock.ts';
+export { findUnstorableText, isStorableText } from './storable-text.ts';
 
 const locks = new WeakMap<Knex, DataDirLock>();
 

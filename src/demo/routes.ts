@@ -4,7 +4,6 @@
  * pretend EHR that creates launch contexts for it.
  */
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Context } from 'koa';
 import type { AccountRepository } from '../accounts/index.ts';
@@ -14,6 +13,7 @@ import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
 import type { LaunchRepository } from '../smart/index.ts';
 import { DEMO_APP_ID, DEMO_REQUEST_SCOPE } from './seed.ts';
+import { formBody } from '../http/form-body.ts';
 
 interface DemoDeps {
   issuer: string;
@@ -99,7 +99,7 @@ export function demoRoutes(deps: DemoDeps): Router {
     render(ctx, 'demo-ehr', { title: 'Demo EHR', ready: await ready(), patients: patients.map((p) => ({ id: p.fhirPatientId, name: p.displayName ?? p.username })) });
   });
 
-  router.post('/ehr/launch', csrfToken({ secure }), bodyParser({ enableTypes: ['form'], formLimit: '4kb' }), verifyCsrf(new URL(deps.issuer).origin), async (ctx) => {
+  router.post('/ehr/launch', csrfToken({ secure }), formBody({ limit: '4kb' }), verifyCsrf(new URL(deps.issuer).origin), async (ctx) => {
     if (!(await ready())) throw badRequest('the demo is not set up: run `npx custos demo` first');
     const body = ctx.request.body as Record<string, unknown>;
     const patient = typeof body.patient === 'string' ? await deps.accounts.findPatientByFhirId(body.patient) : undefined;

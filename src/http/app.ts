@@ -8,6 +8,7 @@ import { errorHandler } from './error-handler.ts';
 import { securityHeaders } from './security-headers.ts';
 import { limitBodySize } from './body-limit.ts';
 import { requestContextMiddleware } from './request-context.ts';
+import { requireValidOrigin } from './request-origin.ts';
 import { trustedProxiesOnly } from './trusted-proxies.ts';
 import type { Views } from './views.ts';
 
@@ -40,6 +41,7 @@ export function createApp(deps: AppDeps): Koa {
   for (const m of deps.outer ?? []) app.use(m);
   app.use(errorHandler(deps.log, deps.views));
   app.use(securityHeaders({ https: deps.https }));
+  app.use(requireValidOrigin());
   app.use(limitBodySize(MAX_BODY_BYTES));
   app.use(requestContextMiddleware());
   for (const m of deps.guards ?? []) app.use(m);

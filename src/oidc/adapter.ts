@@ -5,6 +5,7 @@
 import type { Knex } from 'knex';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import type { ClientRegistry } from '../clients/index.ts';
+import { findUnstorableText, isStorableText } from '../db/index.ts';
 
 const TABLE = 'oidc_payloads';
 
@@ -36,6 +37,9 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSave
 
     async upsert(id: string, payload: AdapterPayload, expiresIn: number | undefined): Promise<void> {
       if (this.kind === 'Client') throw new Error('clients are written through the client registry');
+      // Request parameters end up in payloads (state, nonce, claims...) and jsonb cannot hold NUL or
+      // an unpaired surrogate: refuse such a request as the caller's mistake, before any write.
+      if (findUnstorableText(payload) || !isStorableText(id)) throw new errors.InvalidRequest('the request contains a NUL character or an unpaired surrogate');
       const row = {
         kind: this.kind,
         id,
@@ -58,14 +62,18 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSave
 
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.kind === 'Client') return clients.findForProvider(id);
+      // Nothing is ever stored under such an id, and PostgreSQL would refuse it as a parameter.
+      if (!isStorableText(id)) return undefined;
       return fromRow(await db(TABLE).select('payload', 'consumed_at', 'expires_at').where({ kind: this.kind, id }).first());
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {
+      if (!isStorableText(uid)) return undefined;
       return fromRow(await db(TABLE).select('payload', 'consumed_at', 'expires_at').where({ kind: this.kind, uid }).first());
     }
 
     async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+      if (!isStorableText(userCode)) return undefined;
       return fromRow(
         await db(TABLE).select('payload', 'consumed_at', 'expires_at').where({ kind: this.kind, user_code: userCode }).first(),
       );

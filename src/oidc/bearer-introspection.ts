@@ -5,7 +5,6 @@
  * answers the same RFC 7662 response, re-evaluated against the patient's consent.
  */
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import type { AuditTrail } from '../audit/index.ts';
 import { badRequest } from '../http/errors.ts';
@@ -13,6 +12,7 @@ import type { ProviderHost } from './provider-host.ts';
 import { INTROSPECT_SCOPE } from './provider.ts';
 import { clientTokenAuth } from './client-token-auth.ts';
 import type { ConsentTokens } from './consent-tokens.ts';
+import { formBody } from '../http/form-body.ts';
 
 export interface BearerIntrospectionDeps {
   providers: ProviderHost;
@@ -46,7 +46,7 @@ export function bearerIntrospectionRoutes(deps: BearerIntrospectionDeps): Router
     return found.find(Boolean);
   }
 
-  const parseForm = bodyParser({ enableTypes: ['form'], formLimit: '8kb' });
+  const parseForm = formBody({ limit: '8kb' });
 
   async function introspect(ctx: Context) {
     if (!ctx.is('application/x-www-form-urlencoded')) throw badRequest('the request body must be application/x-www-form-urlencoded');

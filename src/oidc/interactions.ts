@@ -3,7 +3,6 @@
  * (OpenID Connect Core 1.0 section 3.1.2.3-4). Forms are CSRF-protected and rendered server-side.
  */
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import type { Knex } from 'knex';
 import { errors, type Provider } from 'oidc-provider';
@@ -21,6 +20,7 @@ import { consentPage } from './consent-page.ts';
 import { enrolmentView, LOGIN_RESULTS, secondFactorState } from './second-factor.ts';
 import { requiredLevel, type MfaPolicy, type MfaRepository } from '../mfa/index.ts';
 import type { Account, LoginStep, LoginThrottle } from '../accounts/index.ts';
+import { formBody } from '../http/form-body.ts';
 
 interface InteractionDeps {
   providers: ProviderHost;
@@ -55,7 +55,7 @@ export function interactionRoutes(deps: InteractionDeps): Router {
   const router = new Router({ prefix: '/interaction/:uid' });
   const secure = deps.issuer.startsWith('https://');
   const origin = new URL(deps.issuer).origin;
-  const forms = [bodyParser({ enableTypes: ['form'], formLimit: '16kb' }), verifyCsrf(origin)];
+  const forms = [formBody({ limit: '16kb' }), verifyCsrf(origin)];
   const passed = secondFactorState({ secure });
   const { mfa } = deps;
   const issuerName = new URL(deps.issuer).host;

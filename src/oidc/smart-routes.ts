@@ -3,11 +3,11 @@
  * whatever the Accept header), the default style, and the EHR launch API.
  */
 import Router from '@koa/router';
-import { bodyParser } from '@koa/bodyparser';
 import type { Context } from 'koa';
 import { z } from 'zod';
 import type { ClientRegistry } from '../clients/index.ts';
 import { HttpError, badRequest } from '../http/errors.ts';
+import { jsonBody } from '../http/json-body.ts';
 import { DEFAULT_SMART_STYLE, launchContextSchema, smartConfiguration, type LaunchRepository } from '../smart/index.ts';
 import type { ProviderHost } from './provider-host.ts';
 import { EHR_LAUNCH_SCOPE } from './provider.ts';
@@ -68,7 +68,7 @@ export function smartRoutes(deps: SmartRouteDeps): Router {
   /** The EHR's bearer token must be a client-credentials token holding EHR_LAUNCH_SCOPE. */
   const authenticateEhr = clientTokenAuth(deps.providers, EHR_LAUNCH_SCOPE);
 
-  router.post('/smart/launch', authenticateEhr, bodyParser({ enableTypes: ['json'], jsonLimit: '16kb' }), async (ctx) => {
+  router.post('/smart/launch', authenticateEhr, jsonBody({ limit: '16kb' }), async (ctx) => {
     if (!ctx.is('application/json')) throw new HttpError(415, 'invalid_request', 'the request body must be application/json');
     const parsed = launchRequestSchema.safeParse(ctx.request.body);
     if (!parsed.success) {
