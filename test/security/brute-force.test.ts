@@ -101,35 +101,56 @@ describe('brute force against the sign-in pages', () => {
     assert.ok(throttled.length >= 2, 'the refusals are audited with the address');
   });
 
+  /** An account with a confirmed authenticator app; returns its TOTP secret too. */
+  async function mfaAccount(username: string) {
+    const account = await server.createAccount({ username });
+    const { mfa } = server.running.services;
+    const secret = await mfa.beginTotp(account.id);
+    // Enrolled with the previous step's code, so the current one is still unused.
+    assert.ok(await mfa.confirmTotp(account.id, await generate({ secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
+    return { ...account, secret };
+  }
+
+  /** A six-digit code that none of the time steps around now accepts. */
+  async function wrongCode(secret: string, i: number) {
+    const now = Math.floor(Date.now() / 1000);
+    const valid = new Set(await Promise.all([-60, -30, 0, 30, 60].map((d) => generate({ secret, epoch: now + d }))));
+    for (let n = 100000 + i; ; n += 7) if (!valid.has(String(n))) return String(n);
+  }
+
+  /** Passes the password step at `ip`; returns the agent on the second-factor page. */
+  async function atSecondFactor(ip: string, who: { username: string; password: string }) {
+    const { agent, page } = await loginPage(ip);
+    const otp = await agent.request(new URL(formActionOf(page.body, 'login'), server.issuer).toString(), {
+      form: { _csrf: csrfTokenOf(page.body), username: who.username, password: who.password },
+      headers: from(ip),
+    });
+    assert.equal(otp.status, 200);
+    assert.match(otp.body, /Two-step verification/);
+    const action = new URL(formActionOf(otp.body, 'otp'), server.issuer).toString();
+    return {
+      agent,
+      otp,
+      action,
+      submit: (code: string) => agent.request(action, { form: { _csrf: csrfTokenOf(otp.body), code }, headers: from(ip) }),
+    };
+  }
+
   it('throttles wrong second-factor codes per account across sign-ins, audited with the account', async () => {
     const ip = '192.0.2.44';
-    const erin = await server.createAccount({ username: 'erin' });
-    const { mfa } = server.running.services;
-    const secret = await mfa.beginTotp(erin.id);
-    // Enrolled with the previous step's code, so the current one is still unused.
-    assert.ok(await mfa.confirmTotp(erin.id, await generate({ secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
+    const erin = await mfaAccount('erin');
+    const { secret } = erin;
+    const atSecond = () => atSecondFactor(ip, erin);
 
-    /** Passes the password step; returns the agent on the second-factor page. */
-    async function atSecondFactor() {
-      const { agent, page } = await loginPage(ip);
-      const otp = await agent.request(new URL(formActionOf(page.body, 'login'), server.issuer).toString(), {
-        form: { _csrf: csrfTokenOf(page.body), username: 'erin', password: erin.password },
-        headers: from(ip),
-      });
-      assert.equal(otp.status, 200);
-      assert.match(otp.body, /Two-step verification/);
-      return { agent, otp, action: new URL(formActionOf(otp.body, 'otp'), server.issuer).toString() };
-    }
-
-    const first = await atSecondFactor();
+    const first = await atSecond();
     const statuses: number[] = [];
     // Spread over two sign-ins: starting over does not reset the count.
-    for (let i = 0; i < 3; i += 1) statuses.push((await first.agent.request(first.action, { form: { _csrf: csrfTokenOf(first.otp.body), code: String(100000 + i) }, headers: from(ip) })).status);
-    const second = await atSecondFactor();
-    for (let i = 3; i < QUICK_FAILURES; i += 1) statuses.push((await second.agent.request(second.action, { form: { _csrf: csrfTokenOf(second.otp.body), code: String(100000 + i) }, headers: from(ip) })).status);
+    for (let i = 0; i < 3; i += 1) statuses.push((await first.submit(await wrongCode(secret, i))).status);
+    const second = await atSecond();
+    for (let i = 3; i < QUICK_FAILURES; i += 1) statuses.push((await second.submit(await wrongCode(secret, i))).status);
     assert.deepEqual(statuses, [401, 401, 401, 401, 429]);
 
-    const right = await second.agent.request(second.action, { form: { _csrf: csrfTokenOf(second.otp.body), code: await generate({ secret }) }, headers: from(ip) });
+    const right = await second.submit(await generate({ secret }));
     assert.equal(right.status, 429, 'the right code waits out the lock too');
     assert.match(right.body, /Too many failed attempts/);
     assert.equal(right.location, undefined);
@@ -142,6 +163,30 @@ describe('brute force against the sign-in pages', () => {
     assert.ok(throttled.length >= 2);
     assert.ok(throttled.every((e) => e.details.step === 'otp' && Number(e.details.retry_after) > 0));
     assert.equal(events.filter((e) => e.type === 'login.success').length, 0, 'the account was never signed in');
+  });
+
+  it('caps wrong second-factor codes spread across accounts from one address', async () => {
+    const ip = '192.0.2.77';
+    // Four wrong codes per account (one short of its own lock), over enough accounts to pass fifty.
+    const accounts = await Promise.all(Array.from({ length: Math.ceil((IP_CAP + 1) / 4) }, (_, i) => mfaAccount(`otpspread${i}`)));
+    const statuses: number[] = [];
+    for (const account of accounts) {
+      if (statuses.length > IP_CAP) break;
+      const step = await atSecondFactor(ip, account);
+      for (let i = 0; i < 4 && statuses.length <= IP_CAP; i += 1) statuses.push((await step.submit(await wrongCode(account.secret, i))).status);
+    }
+    assert.deepEqual(statuses.slice(0, IP_CAP), new Array<number>(IP_CAP).fill(401));
+    assert.equal(statuses[IP_CAP], 429, 'the 51st wrong code from one address is throttled');
+
+    // A fresh account's right code waits at that address too, and goes through from another.
+    const fresh = await mfaAccount('otpfresh');
+    const blocked = await atSecondFactor(ip, fresh);
+    assert.equal((await blocked.submit(await generate({ secret: fresh.secret }))).status, 429);
+    const elsewhere = await atSecondFactor('192.0.2.78', fresh);
+    const done = await elsewhere.submit(await generate({ secret: fresh.secret }));
+    assert.equal(done.status, 303, 'signed in from another address');
+    const throttled = (await server.running.services.audit.list({ type: 'login.throttled' }, { limit: 500 })).events.filter((e) => e.ip === ip);
+    assert.ok(throttled.length >= 2 && throttled.every((e) => e.details.step === 'otp'));
   });
 
   it('answers a real username with a wrong password exactly as an unknown username, before and while throttled', async () => {
