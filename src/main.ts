@@ -27,7 +27,7 @@ import {
   consentApiRoutes,
   bearerIntrospectionRoutes,
   grantStore,
-  answerUnusedProviderMethods,
+  completeProviderResponses,
   providerEndpointMethods,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
@@ -164,7 +164,7 @@ export async function startServer(
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
-      provider: answerUnusedProviderMethods(providers.middleware(), providerEndpointMethods({ httpPost: config.issuer.startsWith('https://') })),
+      provider: completeProviderResponses(providers.middleware(), providerEndpointMethods({ httpPost: config.issuer.startsWith('https://') })),
       views,
       log,
       cookieKeys: config.secrets.cookieKeys,

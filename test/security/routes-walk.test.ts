@@ -9,6 +9,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type Router from '@koa/router';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { adminToken, createAdminTool } from '../helpers/admin.ts';
+import { discover, oidc } from '../helpers/oidc-client.ts';
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 const SAMPLE_PARAM = '00000000-0000-4000-8000-000000000000';
@@ -83,7 +85,9 @@ function headerProblems(res: Response, body: string, what: string, api: boolean)
     [!(api || res.status >= 400) || /no-store/.test(h.get('cache-control') ?? ''), `Cache-Control: ${h.get('cache-control')}`],
     [!/\n\s+at .+[(:]\d+|node_modules|\.ts:\d+|\.js:\d+/.test(body), 'stack trace in the body'],
     [!/oidc-provider|\bkoa\b|knex|pglite|postgres|TypeError|ReferenceError|SyntaxError/i.test(body), 'internals named in the body'],
-    [!/\bv?\d+\.\d+\.\d+\b/.test(body), 'a version number in the body'],
+    // Successful answers hold data with dotted numbers (addresses, the OpenAPI version); refusals do not.
+    [res.status < 300 || !/\bv?\d+\.\d+\.\d+\b/.test(body), 'a version number in an error body'],
+    [!/\bnode\/?v?\d|\bcustos\/\d|express|nginx/i.test(body), 'a software banner in the body'],
   ];
   return checks.filter(([ok]) => !ok).map(([, problem]) => `${what}: ${problem}`);
 }
@@ -157,6 +161,38 @@ describe('every route, every method', () => {
     }
     assert.deepEqual(problems, []);
     assert.deepEqual([...seen].sort(), [2, 3, 4], 'the walk saw successes, redirects and refusals');
+  });
+
+  it('keeps successful API and OAuth answers out of caches too', async () => {
+    const problems: string[] = [];
+    const { token } = await adminToken(server, await createAdminTool(server));
+    const ok = new Set<string>();
+    for (const route of routes.filter((r) => r.path.startsWith('/admin/api') && r.methods.has('GET'))) {
+      const res = await fetch(new URL(route.path, server.issuer), { headers: { authorization: `Bearer ${token}` } });
+      const body = await res.text();
+      if (res.status >= 500) problems.push(`GET ${route.path}: ${res.status}`);
+      if (res.status === 200) ok.add(route.path);
+      problems.push(...headerProblems(res, body, `GET ${route.path} as an admin (${res.status})`, true));
+    }
+    assert.ok(ok.has('/admin/api/clients') && ok.has('/admin/api/accounts') && ok.has('/admin/api/audit'), [...ok].join(' '));
+
+    const svc = await server.createClient({ client_name: 'Walk svc', grant_types: ['client_credentials'] });
+    const config = await discover(server.issuer, svc.clientId, svc.clientSecret);
+    const basic = `Basic ${Buffer.from(`${svc.clientId}:${svc.clientSecret}`).toString('base64')}`;
+    const form = { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' };
+    const issued = await fetch(new URL('/token', server.issuer), { method: 'POST', headers: form, body: 'grant_type=client_credentials' });
+    const issuedBody = await issued.text();
+    assert.equal(issued.status, 200);
+    problems.push(...headerProblems(issued, issuedBody, 'POST /token (200)', true));
+    const accessToken = (JSON.parse(issuedBody) as { access_token: string }).access_token;
+    const introspected = await fetch(new URL('/token/introspection', server.issuer), { method: 'POST', headers: form, body: `token=${accessToken}` });
+    assert.equal(introspected.status, 200);
+    problems.push(...headerProblems(introspected, await introspected.text(), 'POST /token/introspection (200)', true));
+    const revoked = await fetch(new URL('/token/revocation', server.issuer), { method: 'POST', headers: form, body: `token=${accessToken}` });
+    assert.equal(revoked.status, 200);
+    problems.push(...headerProblems(revoked, await revoked.text(), 'POST /token/revocation (200)', true));
+    assert.equal((await oidc.tokenIntrospection(config, accessToken)).active, false);
+    assert.deepEqual(problems, []);
   });
 
   it('answers unknown paths with 404 whatever the method, with the same headers', async () => {

@@ -1,8 +1,11 @@
 /**
- * oidc-provider lets a request with a method an endpoint does not serve fall through, so it ends
- * as 404 as if the path did not exist. RFC 9110 section 15.5.6 wants 405 with an Allow header for
- * an existing resource, as our own routers answer; and OPTIONS that is not a CORS preflight (the
- * provider answers those) lists the methods, as @koa/router does.
+ * Where oidc-provider's answers fall short of the rest of the server's:
+ * - A method an endpoint does not serve falls through the provider and would end as 404, as if
+ *   the path did not exist. RFC 9110 section 15.5.6 wants 405 with an Allow header for an existing
+ *   resource, as our own routers answer; OPTIONS that is not a CORS preflight (the provider answers
+ *   those) lists the methods, as @koa/router does.
+ * - Some answers to POSTs (a successful RFC 7009 revocation) carry no Cache-Control; every answer
+ *   of an OAuth endpoint is marked no-store.
  */
 import type { Context, Next } from 'koa';
 
@@ -34,13 +37,14 @@ export function providerEndpointMethods(opts: { httpPost: boolean }): (path: str
   return (path) => table.get(path) ?? (resume.test(path) ? READ : undefined);
 }
 
-/** Wraps the provider's middleware: unanswered requests to its endpoints get 405 or the OPTIONS answer. */
-export function answerUnusedProviderMethods(
+/** Wraps the provider's middleware (see above). */
+export function completeProviderResponses(
   provider: (ctx: Context, next: Next) => Promise<void>,
   methodsOf: (path: string) => readonly string[] | undefined,
 ) {
-  return async function unusedProviderMethods(ctx: Context, next: Next) {
+  return async function providerResponses(ctx: Context, next: Next) {
     await provider(ctx, next);
+    if (ctx.method === 'POST' && !ctx.response.get('Cache-Control')) ctx.set('Cache-Control', 'no-store');
     if (ctx.status !== 404 || ctx.body != null) return;
     const allowed = methodsOf(ctx.path);
     if (!allowed || allowed.includes(ctx.method)) return;
