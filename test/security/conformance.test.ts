@@ -135,6 +135,74 @@ describe('OpenID conformance suite checks (code flow with PKCE)', () => {
     assert.equal(callbackUrl.searchParams.has('extra_param'), false);
   });
 
+  it('oidcc-discovery-endpoint-verification: discovery names this issuer and what a code-flow RP needs, and nothing it does not support', async () => {
+    const res = await fetch(new URL('/.well-known/openid-configuration', server.issuer));
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /application\/json/);
+    const meta = (await res.json()) as Record<string, unknown>;
+    assert.equal(meta.issuer, server.issuer);
+    for (const field of ['authorization_endpoint', 'token_endpoint', 'userinfo_endpoint', 'jwks_uri', 'registration_endpoint']) {
+      assert.ok(String(meta[field]).startsWith(`${server.issuer}/`), `${field} is on this issuer`);
+    }
+    assert.deepEqual(meta.response_types_supported, ['code']);
+    assert.ok((meta.scopes_supported as string[]).includes('openid'));
+    assert.ok((meta.subject_types_supported as string[]).includes('public'));
+    assert.ok((meta.id_token_signing_alg_values_supported as string[]).includes('RS256'));
+    assert.ok(!(meta.id_token_signing_alg_values_supported as string[]).includes('none'));
+    assert.deepEqual(meta.code_challenge_methods_supported, ['S256']);
+    assert.ok(!(meta.grant_types_supported as string[]).includes('implicit'));
+  });
+
+  it('oidcc-userinfo-get: userinfo answers GET with the access token in the Authorization header', async () => {
+    const { tokens } = await codeFlow(config, server.issuer, alice, { scope: 'openid profile' });
+    const res = await fetch(new URL('/me', server.issuer), { headers: { authorization: `Bearer ${tokens.access_token}` } });
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { sub: alice.id, preferred_username: 'alice' });
+  });
+
+  it('oidcc-userinfo-post-header: userinfo answers POST with the access token in the Authorization header', async () => {
+    const { tokens } = await codeFlow(config, server.issuer, alice, { scope: 'openid profile' });
+    const res = await fetch(new URL('/me', server.issuer), { method: 'POST', headers: { authorization: `Bearer ${tokens.access_token}` } });
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { sub: string }).sub, alice.id);
+  });
+
+  it('oidcc-userinfo-post-body: userinfo answers POST with the access token in the form body', async () => {
+    const { tokens } = await codeFlow(config, server.issuer, alice, { scope: 'openid profile' });
+    const res = await fetch(new URL('/me', server.issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ access_token: tokens.access_token }),
+    });
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { sub: string }).sub, alice.id);
+    // And not with a token that is not one.
+    const bad = await fetch(new URL('/me', server.issuer), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'access_token=nope' });
+    assert.equal(bad.status, 401);
+    assert.match(bad.headers.get('www-authenticate') ?? '', /^Bearer .*error="invalid_token"/);
+  });
+
+  it('oidcc-login-hint: login_hint fills in the username on the login page', async () => {
+    const { url } = await startCodeFlow(config, { login_hint: 'alice' });
+    const page = await new UserAgent().follow(url.toString(), server.issuer);
+    assert.ok(isLoginPage(page));
+    assert.match(page.body, /name="username"[^>]*value="alice"/);
+  });
+
+  it('oidcc-ensure-request-with-acr-values-succeeds: acr values the OP does not know do not fail the request, and acr is reported', async () => {
+    const { tokens } = await codeFlow(config, server.issuer, alice, { acr_values: '1 2' });
+    assert.equal(tokens.claims()?.sub, alice.id);
+    assert.equal(typeof tokens.claims()?.acr, 'string');
+  });
+
+  it('oidcc-claims-essential: a claims request parameter (not supported) does not fail the request', async () => {
+    assert.notEqual(config.serverMetadata().claims_parameter_supported, true);
+    const claims = JSON.stringify({ userinfo: { name: { essential: true } } });
+    const { tokens } = await codeFlow(config, server.issuer, alice, { scope: 'openid profile', claims });
+    assert.equal(tokens.claims()?.sub, alice.id);
+    assert.equal(await userinfoStatus(tokens.access_token), 200);
+  });
+
   it('oidcc-response-type-missing: a request without response_type gets an error at the redirect URI, not a code', async () => {
     const { url, state } = await startCodeFlow(config);
     url.searchParams.delete('response_type');
@@ -250,6 +318,27 @@ describe('OpenID conformance suite checks (code flow with PKCE)', () => {
     assert.equal(after.clients.length, before.clients.length, 'nothing was registered');
     // The same registration without the fragment goes through (so the refusal was for the fragment).
     assert.equal((await register(REDIRECT_URI)).status, 201);
+  });
+
+  it('oidcc-registration-sector-bad: a sector_identifier_uri is refused with invalid_client_metadata (no pairwise subjects)', async () => {
+    const res = await fetch(new URL('/register', server.issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Sector RP', redirect_uris: [REDIRECT_URI], sector_identifier_uri: 'https://rp.example/sector.json' }),
+    });
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), { error: 'invalid_client_metadata', error_description: 'unsupported field(s): sector_identifier_uri' });
+  });
+
+  it('oidcc-idtoken-unsigned: registering for unsigned ID tokens is refused, and none is never offered', async () => {
+    assert.ok(!config.serverMetadata().id_token_signing_alg_values_supported?.includes('none'));
+    const res = await fetch(new URL('/register', server.issuer), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Unsigned RP', redirect_uris: [REDIRECT_URI], id_token_signed_response_alg: 'none' }),
+    });
+    assert.equal(res.status, 400);
+    assert.equal(((await res.json()) as OAuthErrorBody).error, 'invalid_client_metadata');
   });
 
   it('oidcc-prompt-none-not-logged-in: prompt=none without a session answers login_required at the redirect URI', async () => {
