@@ -176,6 +176,22 @@ describe('every route, every method', () => {
     }
     assert.ok(ok.has('/admin/api/clients') && ok.has('/admin/api/accounts') && ok.has('/admin/api/audit'), [...ok].join(' '));
 
+    // Past authentication, every body the admin API parses: broken JSON, the wrong JSON, a form.
+    const refusals = new Set<number>();
+    for (const route of routes.filter((r) => r.path.startsWith('/admin/api'))) {
+      for (const method of [...route.methods].filter((m) => m === 'POST' || m === 'PUT' || m === 'PATCH')) {
+        for (const [type, payload] of [['application/json', '{"client_name":'], ['application/json', '[1,2]'], ['application/json', '"x"'], ['application/x-www-form-urlencoded', 'a=b']]) {
+          const res = await fetch(new URL(route.path, server.issuer), { method, headers: { authorization: `Bearer ${token}`, 'content-type': type! }, body: payload });
+          const body = await res.text();
+          refusals.add(res.status);
+          if (res.status < 400 || res.status >= 500) problems.push(`${method} ${route.path} ${payload}: ${res.status} ${body.slice(0, 120)}`);
+          if (!/application\/problem\+json/.test(res.headers.get('content-type') ?? '')) problems.push(`${method} ${route.path} ${payload}: ${res.headers.get('content-type')}`);
+          problems.push(...headerProblems(res, body, `${method} ${route.path} ${payload} (${res.status})`, true));
+        }
+      }
+    }
+    assert.ok(refusals.has(400), `malformed bodies were parsed and refused (${[...refusals].join(', ')})`);
+
     const svc = await server.createClient({ client_name: 'Walk svc', grant_types: ['client_credentials'] });
     const config = await discover(server.issuer, svc.clientId, svc.clientSecret);
     const basic = `Basic ${Buffer.from(`${svc.clientId}:${svc.clientSecret}`).toString('base64')}`;
