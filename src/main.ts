@@ -6,6 +6,7 @@ import { createServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import type Koa from 'koa';
 import { loadConfig, ConfigError, type Config } from './config/index.ts';
 import { openDatabase, closeDatabase, migrateLatest, databaseReachable, DatabaseBusyError, type Db } from './db/index.ts';
 import { createAccountRepository, createLoginThrottle, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
@@ -26,6 +27,8 @@ import {
   consentApiRoutes,
   bearerIntrospectionRoutes,
   grantStore,
+  completeProviderResponses,
+  providerEndpointMethods,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
 import { demoRoutes } from './demo/index.ts';
@@ -91,6 +94,8 @@ export async function openServices(config: Config, log: Logger, overrides: Servi
 export interface RunningServer {
   url: string;
   server: Server;
+  /** The Koa application (its middleware holds the routers, which tests walk). */
+  app: Koa;
   services: Services;
   close(): Promise<void>;
 }
@@ -165,7 +170,7 @@ export async function startServer(
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
-      provider: providers.middleware(),
+      provider: completeProviderResponses(providers.middleware(), providerEndpointMethods({ httpPost: config.issuer.startsWith('https://') })),
       views,
       log,
       cookieKeys: config.secrets.cookieKeys,
@@ -309,6 +314,7 @@ export async function startServer(
     return {
       url: `${config.tls ? 'https' : 'http'}://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,
       server,
+      app,
       services,
       async close() {
         clearInterval(cleanup);

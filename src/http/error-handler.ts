@@ -32,6 +32,8 @@ export function errorHandler(log: Logger, views: Views) {
         if (ctx.status === 404) throw notFound();
         if (ctx.status === 405) throw new HttpError(405, 'method_not_allowed', 'this method is not allowed here');
       }
+      // Refusals rendered elsewhere (the provider's, a route's own) are not for caches either.
+      if (ctx.status >= 400 && !ctx.response.get('Cache-Control')) ctx.set('Cache-Control', 'no-store');
     } catch (err) {
       let httpError = err instanceof HttpError ? err : fromExposedError(err);
       if (!httpError) {

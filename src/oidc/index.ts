@@ -3,6 +3,7 @@ export { smartLaunch, type SmartLaunch } from './smart-launch.ts';
 export { createKnexAdapter, deleteExpiredPayloads, deleteClientPayloads, deleteAccountPayloads } from './adapter.ts';
 export { interactionRoutes } from './interactions.ts';
 export { createProviderHost, type ProviderHost } from './provider-host.ts';
+export { completeProviderResponses, providerEndpointMethods } from './provider-responses.ts';
 export { smartRoutes } from './smart-routes.ts';
 export { sessionLevelTooLow } from './authentication-level.ts';
 export { consentTokens, type ConsentTokens } from './consent-tokens.ts';

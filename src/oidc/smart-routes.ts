@@ -55,6 +55,7 @@ export function smartRoutes(deps: SmartRouteDeps): Router {
     });
     router.options(path, (ctx) => {
       openCors(ctx);
+      ctx.set('Allow', 'HEAD, GET, OPTIONS');
       ctx.status = 204;
     });
   }

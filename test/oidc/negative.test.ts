@@ -78,18 +78,6 @@ describe('refusals at the authorization and token endpoints', () => {
     }
   });
 
-  it('shows an error page for an unregistered redirect URI and never redirects there', async () => {
-    for (const redirect of ['http://127.0.0.1:8765/other', 'https://attacker.example/callback', `${REDIRECT_URI}/`]) {
-      const { url } = await startCodeFlow(config, { redirect_uri: redirect });
-      const res = await new UserAgent().request(url.toString(), { headers: { accept: 'text/html' } });
-      assert.equal(res.status, 400);
-      assert.equal(res.location, undefined);
-      assert.match(res.headers.get('content-type') ?? '', /text\/html/);
-      assert.match(res.body, /redirect_uri/);
-      assert.doesNotMatch(res.body, /at .*\.js:\d+/, 'no stack trace');
-    }
-  });
-
   it('shows an error page for an unknown client', async () => {
     const { url } = await startCodeFlow(config);
     url.searchParams.set('client_id', 'no-such-client');
@@ -97,26 +85,6 @@ describe('refusals at the authorization and token endpoints', () => {
     assert.equal(res.status, 400);
     assert.equal(res.location, undefined);
     assert.match(res.body, /invalid_client/);
-  });
-
-  it('answers prompt=none without a session with login_required at the redirect URI', async () => {
-    const { url } = await startCodeFlow(config, { prompt: 'none' });
-    const res = await new UserAgent().request(url.toString());
-    assert.equal(new URL(res.location!).searchParams.get('error'), 'login_required');
-  });
-
-  it('refuses a reused code and revokes the tokens of the first redemption', async () => {
-    const { code, verifier } = await freshCode({ scope: 'openid offline_access', prompt: 'consent' });
-    const first = await redeem(code, verifier);
-    assert.equal(first.status, 200);
-    const tokens = (await first.json()) as { access_token: string; refresh_token: string };
-    assert.equal((await oidc.tokenIntrospection(config, tokens.access_token)).active, true);
-
-    const second = await redeem(code, verifier);
-    assert.equal(second.status, 400);
-    assert.equal(((await second.json()) as OAuthErrorBody).error, 'invalid_grant');
-    assert.equal((await oidc.tokenIntrospection(config, tokens.access_token)).active, false);
-    await assert.rejects(oidc.refreshTokenGrant(config, tokens.refresh_token), { error: 'invalid_grant' });
   });
 
   it('lets exactly one of two concurrent redemptions of one code win', async () => {
@@ -145,18 +113,6 @@ describe('refusals at the authorization and token endpoints', () => {
     assert.deepEqual(results.map((r) => r.status).sort(), [200, 400]);
     const loser = results.find((r) => r.status === 400)!;
     assert.equal(((await loser.json()) as OAuthErrorBody).error, 'invalid_grant');
-  });
-
-  it('refuses a refresh token presented by another client', async () => {
-    const other = await server.createClient({
-      client_name: 'Other App',
-      redirect_uris: [REDIRECT_URI],
-      grant_types: ['authorization_code', 'refresh_token'],
-      scope: 'openid offline_access',
-    });
-    const { tokens } = await codeFlow(config, server.issuer, alice, { scope: 'openid offline_access', prompt: 'consent' });
-    const otherConfig = await discover(server.issuer, other.clientId, other.clientSecret);
-    await assert.rejects(oidc.refreshTokenGrant(otherConfig, tokens.refresh_token!), { error: 'invalid_grant' });
   });
 
   it('answers malformed and oversized token requests with clean OAuth errors', async () => {
@@ -210,18 +166,6 @@ describe('our pages and routes refuse bad input cleanly', () => {
     return { agent, page, action, csrf: csrfTokenOf(page.body) };
   }
 
-  it('gives the same answer for an unknown account and a wrong password', async () => {
-    const unknown = await loginPage();
-    const a = await unknown.agent.request(unknown.action, { form: { _csrf: unknown.csrf, username: 'nobody', password: 'whatever-password' } });
-    const wrong = await loginPage();
-    const b = await wrong.agent.request(wrong.action, { form: { _csrf: wrong.csrf, username: 'alice', password: 'not-the-password' } });
-    assert.equal(a.status, 401);
-    assert.equal(b.status, 401);
-    const message = (html: string) => /role="alert"[^>]*>([^<]*)</.exec(html)?.[1];
-    assert.equal(message(a.body), 'The username or password is incorrect.');
-    assert.equal(message(a.body), message(b.body));
-  });
-
   it('refuses a login form without the CSRF token or from another origin, and signs nobody in', async () => {
     const { agent, action, csrf } = await loginPage();
     const missing = await agent.request(action, { form: { username: alice.username, password: alice.password } });
@@ -274,21 +218,6 @@ describe('our pages and routes refuse bad input cleanly', () => {
     assert.equal(wrongMethod.status, 405);
     assert.match(wrongMethod.headers.get('allow') ?? '', /GET/);
     assert.equal(((await wrongMethod.json()) as OAuthErrorBody).error, 'method_not_allowed');
-  });
-
-  it('sends strict security headers on pages and API responses', async () => {
-    for (const path of ['/healthz', '/.well-known/openid-configuration', '/jwks']) {
-      const res = await fetch(new URL(path, server.issuer));
-      const csp = res.headers.get('content-security-policy') ?? '';
-      assert.match(csp, /frame-ancestors 'none'/);
-      assert.match(csp, /script-src 'self'/);
-      assert.doesNotMatch(csp, /unsafe-inline/);
-      assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
-      assert.equal(res.headers.get('referrer-policy'), 'no-referrer');
-      assert.equal(res.headers.get('x-powered-by'), null);
-      // Plain http here: HSTS is sent only when the issuer is https.
-      assert.equal(res.headers.get('strict-transport-security'), null);
-    }
   });
 
   it('keeps CORS closed on our routes and on the token endpoint for confidential clients', async () => {
