@@ -7,19 +7,36 @@ import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
 import type { Config } from '../config/index.ts';
 import { acquireDataDirLock, type DataDirLock } from './data-dir-lock.ts';
+import { ClientPgUnavailable } from './pg-client.ts';
 
 export type Db = Knex;
 export { migrateLatest, migrateDown, migrationStatus } from './migrations.ts';
 export { DatabaseBusyError } from './data-dir-lock.ts';
+export { DatabaseUnavailableError, isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_SECONDS } from './unavailable.ts';
 
 const locks = new WeakMap<Knex, DataDirLock>();
+
+/**
+ * Bounds on waiting for PostgreSQL, so a database that is down or stalled costs a request a
+ * few seconds and a 503, not a hang. The server cancels a statement at `queryTimeout`; the
+ * client gives up a second later, for when the server cannot even be told. Keep-alive lets the
+ * operating system notice connections whose peer vanished.
+ */
+export function pgTimeouts(database: { connectTimeout: number; queryTimeout: number }) {
+  return {
+    connectionTimeoutMillis: database.connectTimeout * 1000,
+    statement_timeout: database.queryTimeout * 1000,
+    query_timeout: database.queryTimeout * 1000 + 1000,
+    keepAlive: true,
+  };
+}
 
 /** Opens the configured database. Close it with {@link closeDatabase}. */
 export async function openDatabase(database: Config['database']): Promise<Db> {
   if (database.kind === 'postgres') {
     return knexFactory({
-      client: 'pg',
-      connection: database.url,
+      client: ClientPgUnavailable as unknown as typeof Knex.Client,
+      connection: { connectionString: database.url, ...pgTimeouts(database) },
       pool: { min: 0, max: database.poolMax, idleTimeoutMillis: 30_000 },
       acquireConnectionTimeout: 10_000,
     });
