@@ -5,7 +5,7 @@
  */
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
-import { isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_SECONDS } from '../db/index.ts';
+import { DatabaseUnavailableError, isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_SECONDS } from '../db/index.ts';
 import { HttpError, notFound, problemDetails } from './errors.ts';
 import type { Views } from './views.ts';
 
@@ -37,8 +37,9 @@ export function errorHandler(log: Logger, views: Views) {
       let httpError = err instanceof HttpError ? err : fromExposedError(err);
       if (!httpError && isDatabaseUnavailable(err)) {
         // Expected while the database is away: no stack, and the client is told when to retry.
-        log.warn({ err: (err as Error).cause ?? err, method: ctx.method, path: ctx.path }, 'database unavailable');
-        httpError = new HttpError(503, 'temporarily_unavailable', 'the service is temporarily unavailable; please try again in a few seconds', {
+        const unavailable = err instanceof DatabaseUnavailableError ? err : new DatabaseUnavailableError(err);
+        log.warn({ err: unavailable.cause, method: ctx.method, path: ctx.path }, 'database unavailable');
+        httpError = new HttpError(unavailable.status, unavailable.error, unavailable.error_description, {
           'Retry-After': String(UNAVAILABLE_RETRY_AFTER_SECONDS),
         });
       }

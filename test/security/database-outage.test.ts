@@ -15,7 +15,7 @@ import { createLogger } from '../../src/logging/index.ts';
 import { adminUrl, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { freePort, testEnv, TEST_PASSWORD, type TestServer } from '../helpers/server.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
-import { UserAgent } from '../helpers/browserless.ts';
+import { UserAgent, csrfTokenOf, formActionOf } from '../helpers/browserless.ts';
 import { ADMIN_TOOL, signInForTokens } from '../helpers/admin.ts';
 import { startDbProxy, type DbProxy } from '../helpers/db-proxy.ts';
 import { startServerProcess, type ServerProcess } from '../helpers/server-process.ts';
@@ -41,6 +41,7 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
   let rsBasic: string;
   let adminToken: string;
   let loginPage: string;
+  let loginForm: string | undefined;
   const browser = new UserAgent();
   let appId: string;
 
@@ -79,6 +80,7 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
     assert.equal(page.status, 200);
     assert.match(page.body, /\/login"/, 'the login page');
     loginPage = page.url;
+    loginForm = page.body;
   });
 
   after(async () => {
@@ -92,7 +94,10 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
     try {
       res = await fetch(url, { ...init, redirect: 'manual', signal: AbortSignal.timeout(HANG_LIMIT_MS) });
     } catch (err) {
-      throw new Error(`${url}: no answer (${(err as Error).message}); the server ${server.alive() ? 'is still running' : 'died'}:\n${server.output()}`, { cause: err });
+      // A crashing server may still be exiting when its connection drops.
+      await Promise.race([server.exited, sleep(1000)]);
+      const reason = [err, (err as Error).cause].map((e) => (e instanceof Error ? e.message : '')).filter(Boolean).join(': ');
+      throw new Error(`${url}: no answer (${reason}); the server ${server.alive() ? 'is still running' : 'died'}:\n${server.output()}`, { cause: err });
     }
     return { status: res.status, type: res.headers.get('content-type') ?? '', retryAfter: res.headers.get('retry-after'), text: await res.text() };
   }
@@ -116,9 +121,22 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
       body: new URLSearchParams({ token: value }).toString(),
     });
   const adminClients = () => call(`${issuer}/admin/api/clients`, { headers: { authorization: `Bearer ${adminToken}`, accept: 'application/json' } });
-  const login = async (): Promise<Answer> => {
-    const res = await browser.request(loginPage, { headers: { accept: 'text/html' } });
-    return { status: res.status, type: res.headers.get('content-type') ?? '', retryAfter: res.headers.get('retry-after'), text: res.body };
+  const asAnswer = (res: { status: number; headers: Headers; body: string }): Answer => ({
+    status: res.status,
+    type: res.headers.get('content-type') ?? '',
+    retryAfter: res.headers.get('retry-after'),
+    text: res.body,
+  });
+  const login = async () => asAnswer(await browser.request(loginPage, { headers: { accept: 'text/html' } }));
+  /** Submits the login form of the page seen before the outage (its CSRF token is still good). */
+  const signIn = async () => {
+    const page = loginForm!;
+    return asAnswer(
+      await browser.request(new URL(formActionOf(page, 'login'), issuer).toString(), {
+        form: { _csrf: csrfTokenOf(page), username: 'outage-patient', password: TEST_PASSWORD },
+        headers: { accept: 'text/html' },
+      }),
+    );
   };
   const authorizeStart = () =>
     call(`${issuer}/auth?${new URLSearchParams({ client_id: appId, response_type: 'code', scope: 'openid', redirect_uri: REDIRECT_URI, code_challenge: 'x'.repeat(43), code_challenge_method: 'S256' })}`, {
@@ -177,7 +195,12 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
         assert.ok(Number(admin.retryAfter) > 0);
         assert.doesNotMatch(admin.text, NO_INTERNALS);
 
-        for (const [what, res] of [['login page', await login()], ['authorization request', await authorizeStart()]] as const) {
+        const pages = [
+          ['login page', await login()],
+          ['login form submitted', await signIn()],
+          ['authorization request', await authorizeStart()],
+        ] as const;
+        for (const [what, res] of pages) {
           assert.equal(res.status, 503, `${what}: ${res.status} ${res.text.slice(0, 300)}`);
           assert.match(res.type, /text\/html/, what);
           assert.match(res.text, /temporarily unavailable/i, `${what}: says what is wrong`);
