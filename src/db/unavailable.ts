@@ -47,3 +47,13 @@ export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
   if (err instanceof AggregateError && err.errors.some((e) => isDatabaseUnavailable(e, depth + 1))) return true;
   return isDatabaseUnavailable(err.cause, depth + 1);
 }
+
+/** What to tell an operator when the database cannot be reached (the CLI, a failed start). */
+export function unavailableMessage(err: unknown): string {
+  let code: string | undefined;
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 6 && !code; e = e.cause, depth += 1) {
+    const c = (e as { code?: unknown }).code;
+    if (typeof c === 'string') code = c;
+  }
+  return `the database is unreachable or not answering${code ? ` (${code})` : ''}; check DATABASE_URL and that PostgreSQL is running`;
+}

@@ -20,8 +20,8 @@ export interface ServerProcess {
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts `node src/main.ts` with `env` and waits until `issuer`/healthz answers. */
-export async function startServerProcess(env: Record<string, string>, issuer: string): Promise<ServerProcess> {
+/** Starts `node src/main.ts` with `env`, without waiting for it (see {@link startServerProcess}). */
+export function spawnServerProcess(env: Record<string, string>): ServerProcess {
   const child = spawn(process.execPath, ['src/main.ts'], {
     cwd: ROOT,
     env: { PATH: `${dirname(process.execPath)}:/usr/bin:/bin`, ...env },
@@ -31,13 +31,14 @@ export async function startServerProcess(env: Record<string, string>, issuer: st
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (log += s));
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (log += s));
   let running = true;
+  // 'close' rather than 'exit': by then everything the process wrote has been read.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => {
+    child.once('close', (code, signal) => {
       running = false;
       resolve({ code, signal });
     });
   });
-  const proc: ServerProcess = {
+  return {
     child,
     output: () => log,
     exited,
@@ -47,9 +48,14 @@ export async function startServerProcess(env: Record<string, string>, issuer: st
       return exited;
     },
   };
+}
+
+/** Starts `node src/main.ts` with `env` and waits until `issuer`/healthz answers. */
+export async function startServerProcess(env: Record<string, string>, issuer: string): Promise<ServerProcess> {
+  const proc = spawnServerProcess(env);
   // Polls rather than waits a fixed time: start-up runs migrations and may take a while.
   for (let attempt = 0; attempt < 600; attempt += 1) {
-    if (!running) throw new Error(`the server exited during start-up:\n${log}`);
+    if (!proc.alive()) throw new Error(`the server exited during start-up:\n${proc.output()}`);
     try {
       const res = await fetch(`${issuer}/healthz`);
       if (res.ok) return proc;
@@ -59,5 +65,5 @@ export async function startServerProcess(env: Record<string, string>, issuer: st
     await sleep(100);
   }
   await proc.stop('SIGKILL');
-  throw new Error(`the server did not start:\n${log}`);
+  throw new Error(`the server did not start:\n${proc.output()}`);
 }

@@ -6,6 +6,10 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { generate } from 'otplib';
 import { loadConfig } from '../../src/config/index.ts';
@@ -18,7 +22,7 @@ import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-cli
 import { UserAgent, csrfTokenOf, formActionOf } from '../helpers/browserless.ts';
 import { ADMIN_TOOL, signInForTokens } from '../helpers/admin.ts';
 import { startDbProxy, type DbProxy } from '../helpers/db-proxy.ts';
-import { startServerProcess, type ServerProcess } from '../helpers/server-process.ts';
+import { spawnServerProcess, startServerProcess, type ServerProcess } from '../helpers/server-process.ts';
 
 // Far above the configured database timeouts (2 s): a request still unanswered by then hangs.
 const HANG_LIMIT_MS = 20_000;
@@ -167,6 +171,31 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
     assert.ok(Number(res.retryAfter) > 0, `${what}: Retry-After`);
     assert.doesNotMatch(res.text, NO_INTERNALS, what);
   }
+
+  it('refuses to start, and the CLI refuses to run, with a clear message when the database cannot be reached', async () => {
+    const port = await freePort();
+    const env = { ...testEnv(database, port, { LOG_LEVEL: 'info' }), DATABASE_URL: proxy.url(database.env.DATABASE_URL!), DATABASE_CONNECT_TIMEOUT: '2' };
+    proxy.cut('refuse');
+    try {
+      const starting = spawnServerProcess(env);
+      const exit = await starting.exited;
+      assert.equal(exit.code, 1, starting.output());
+      assert.match(starting.output(), /the database is unreachable or not answering \(\w+\); check DATABASE_URL and that PostgreSQL is running/);
+      assert.doesNotMatch(starting.output(), /\n\s+at |"stack"/, 'no stack trace');
+
+      const cli = spawn(process.execPath, ['src/cli/main.ts', 'user', 'list'], {
+        cwd: fileURLToPath(new URL('../../', import.meta.url)),
+        env: { PATH: `${dirname(process.execPath)}:/usr/bin:/bin`, ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const [stdout, stderr, code] = await Promise.all([text(cli.stdout), text(cli.stderr), new Promise<number | null>((resolve) => cli.once('close', resolve))]);
+      assert.equal(code, 1, stderr);
+      assert.equal(stdout, '');
+      assert.match(stderr, /^error: the database is unreachable or not answering \(\w+\); check DATABASE_URL and that PostgreSQL is running\n$/);
+    } finally {
+      proxy.restore();
+    }
+  });
 
   for (const mode of ['refuse', 'hang'] as const) {
     it(`answers 503 while the database ${mode === 'refuse' ? 'is down' : 'does not answer'}, and resumes by itself when it is back`, async () => {
