@@ -8,7 +8,16 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type Koa from 'koa';
 import { loadConfig, ConfigError, type Config } from './config/index.ts';
-import { openDatabase, closeDatabase, migrateLatest, databaseReachable, DatabaseBusyError, type Db } from './db/index.ts';
+import {
+  openDatabase,
+  closeDatabase,
+  migrateLatest,
+  databaseReachable,
+  DatabaseBusyError,
+  isDatabaseUnavailable,
+  unavailableMessage,
+  type Db,
+} from './db/index.ts';
 import { createAccountRepository, createLoginThrottle, createPasswordHasher, type AccountRepository } from './accounts/index.ts';
 import { createClientRegistry, createInitialAccessTokens, type ClientRegistry, type InitialAccessTokens } from './clients/index.ts';
 import { adminApiRoutes, adminPages, createAccountAdmin, dcrRoutes, ADMIN_CLIENT_ID, type AccountAdmin } from './admin/index.ts';
@@ -67,7 +76,7 @@ export interface ServiceOverrides {
 }
 
 export async function openServices(config: Config, log: Logger, overrides: ServiceOverrides = {}): Promise<Services> {
-  const db = await openDatabase(config.database);
+  const db = await openDatabase(config.database, log);
   try {
     await migrateLatest(db);
   } catch (err) {
@@ -354,6 +363,10 @@ async function main() {
   } catch (err) {
     if (err instanceof DatabaseBusyError) {
       log.fatal(err.message);
+      process.exit(1);
+    }
+    if (isDatabaseUnavailable(err)) {
+      log.fatal(unavailableMessage(err));
       process.exit(1);
     }
     throw err;

@@ -6,7 +6,7 @@ import { userInfo } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { z } from 'zod';
 import { loadConfig, ConfigError, type Config } from '../config/index.ts';
-import { closeDatabase, DatabaseBusyError } from '../db/index.ts';
+import { closeDatabase, DatabaseBusyError, isDatabaseUnavailable, unavailableMessage } from '../db/index.ts';
 import { createLogger } from '../logging/index.ts';
 import { openServices, type Services } from '../main.ts';
 
@@ -29,6 +29,7 @@ export function describeZodError(err: z.ZodError): string {
 export function userFacingMessage(err: unknown): string | undefined {
   if (err instanceof CliError || err instanceof ConfigError || err instanceof DatabaseBusyError) return err.message;
   if (err instanceof z.ZodError) return describeZodError(err);
+  if (isDatabaseUnavailable(err)) return unavailableMessage(err);
   return undefined;
 }
 

@@ -27,6 +27,8 @@ const envSchema = z.object({
   ISSUER: z.url({ protocol: /^https?$/ }).optional(),
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
   DATABASE_POOL_MAX: z.coerce.number().int().min(1).max(100).default(10),
+  DATABASE_CONNECT_TIMEOUT: seconds(1, 120, 5),
+  DATABASE_QUERY_TIMEOUT: seconds(1, 600, 20),
   DATA_DIR: z.string().min(1).default('./data'),
   COOKIE_KEYS: z.string().optional(),
   KEY_ENCRYPTION_KEY: z.string().optional(),
@@ -77,7 +79,14 @@ export interface Config {
   readonly host: string;
   readonly issuer: string;
   readonly database:
-    | { readonly kind: 'postgres'; readonly url: string; readonly poolMax: number }
+    | {
+        readonly kind: 'postgres';
+        readonly url: string;
+        readonly poolMax: number;
+        /** Seconds to open a connection, and for one statement to answer, before giving up (503). */
+        readonly connectTimeout: number;
+        readonly queryTimeout: number;
+      }
     | { readonly kind: 'pglite'; readonly dataDir: string };
   readonly dataDir: string;
   readonly secrets: Secrets;
@@ -173,7 +182,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, log: (msg: stri
     issuer,
     database: Object.freeze(
       e.DATABASE_URL
-        ? { kind: 'postgres' as const, url: e.DATABASE_URL, poolMax: e.DATABASE_POOL_MAX }
+        ? {
+            kind: 'postgres' as const,
+            url: e.DATABASE_URL,
+            poolMax: e.DATABASE_POOL_MAX,
+            connectTimeout: e.DATABASE_CONNECT_TIMEOUT,
+            queryTimeout: e.DATABASE_QUERY_TIMEOUT,
+          }
         : { kind: 'pglite' as const, dataDir: resolve(dataDir, 'pgdata') },
     ),
     dataDir,

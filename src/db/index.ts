@@ -5,24 +5,57 @@
  */
 import knexFactory, { type Knex } from 'knex';
 import ClientPgLite from 'knex-pglite';
+import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
 import { acquireDataDirLock, type DataDirLock } from './data-dir-lock.ts';
+import { ClientPgUnavailable } from './pg-client.ts';
 
 export type Db = Knex;
 export { migrateLatest, migrateDown, migrationStatus } from './migrations.ts';
 export { DatabaseBusyError } from './data-dir-lock.ts';
 export { findUnstorableText, isStorableText } from './storable-text.ts';
+export { DatabaseUnavailableError, isDatabaseUnavailable, unavailableMessage, UNAVAILABLE_RETRY_AFTER_SECONDS } from './unavailable.ts';
 
 const locks = new WeakMap<Knex, DataDirLock>();
 
-/** Opens the configured database. Close it with {@link closeDatabase}. */
-export async function openDatabase(database: Config['database']): Promise<Db> {
+/**
+ * Bounds on waiting for PostgreSQL, so a database that is down or stalled costs a request a
+ * few seconds and a 503, not a hang. The server cancels a statement at `queryTimeout`; the
+ * client gives up a second later, for when the server cannot even be told. Keep-alive lets the
+ * operating system notice connections whose peer vanished.
+ */
+export function pgTimeouts(database: { connectTimeout: number; queryTimeout: number }) {
+  return {
+    connectionTimeoutMillis: database.connectTimeout * 1000,
+    statement_timeout: database.queryTimeout * 1000,
+    query_timeout: database.queryTimeout * 1000 + 1000,
+    keepAlive: true,
+  };
+}
+
+/**
+ * Opens the configured database. Close it with {@link closeDatabase}. With `log`, knex's own
+ * messages go there instead of to standard output. Its warnings (a pooled connection lost, a
+ * connection that could not be opened) come with an error that the caller reports where it
+ * surfaces, so they are only worth a debug line.
+ */
+export async function openDatabase(database: Config['database'], log?: Logger): Promise<Db> {
   if (database.kind === 'postgres') {
     return knexFactory({
-      client: 'pg',
-      connection: database.url,
+      client: ClientPgUnavailable as unknown as typeof Knex.Client,
+      connection: { connectionString: database.url, ...pgTimeouts(database) },
       pool: { min: 0, max: database.poolMax, idleTimeoutMillis: 30_000 },
       acquireConnectionTimeout: 10_000,
+      ...(log
+        ? {
+            log: {
+              warn: (message: unknown) => log.debug({ knex: String(message) }, 'database client warning'),
+              error: (message: unknown) => log.error({ knex: String(message) }, 'database client error'),
+              deprecate: (message: unknown) => log.warn({ knex: String(message) }, 'database client deprecation'),
+              debug: (message: unknown) => log.debug({ knex: String(message) }, 'database client debug'),
+            },
+          }
+        : {}),
     });
   }
   // PGlite is one process, one connection: refuse to open a data folder another process has open,

@@ -1,10 +1,11 @@
 /**
  * One place that turns thrown errors into responses: our typed errors as JSON or as a readable
- * page, body-parser failures as 400/413, and everything unknown as a generic `server_error`
- * whose details go to the log only.
+ * page, body-parser failures as 400/413, an unreachable database as 503 `temporarily_unavailable`,
+ * and everything unknown as a generic `server_error` whose details go to the log only.
  */
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
+import { DatabaseUnavailableError, isDatabaseUnavailable, UNAVAILABLE_RETRY_AFTER_SECONDS } from '../db/index.ts';
 import { HttpError, notFound, problemDetails } from './errors.ts';
 import type { Views } from './views.ts';
 
@@ -36,6 +37,14 @@ export function errorHandler(log: Logger, views: Views) {
       if (ctx.status >= 400 && !ctx.response.get('Cache-Control')) ctx.set('Cache-Control', 'no-store');
     } catch (err) {
       let httpError = err instanceof HttpError ? err : fromExposedError(err);
+      if (!httpError && isDatabaseUnavailable(err)) {
+        // Expected while the database is away: no stack, and the client is told when to retry.
+        const unavailable = err instanceof DatabaseUnavailableError ? err : new DatabaseUnavailableError(err);
+        log.warn({ err: unavailable.cause, method: ctx.method, path: ctx.path }, 'database unavailable');
+        httpError = new HttpError(unavailable.status, unavailable.error, unavailable.error_description, {
+          'Retry-After': String(UNAVAILABLE_RETRY_AFTER_SECONDS),
+        });
+      }
       if (!httpError) {
         log.error({ err, method: ctx.method, path: ctx.path }, 'unhandled error');
         httpError = new HttpError(500, 'server_error', 'an unexpected error occurred; please try again later');

@@ -40,6 +40,7 @@ const TITLES: Record<string, string> = {
   forbidden: 'Not allowed',
   method_not_allowed: 'Method not allowed',
   server_error: 'Server error',
+  temporarily_unavailable: 'Temporarily unavailable',
 };
 
 /** The problem details object (RFC 9457) for an error, as the admin API returns it. */

@@ -4,6 +4,7 @@
  * database serves one process anyway).
  */
 import pg from 'pg';
+import { pgTimeouts } from '../db/index.ts';
 import { Redis } from 'ioredis';
 import {
   RateLimiterMemory,
@@ -24,7 +25,7 @@ export interface LimiterStore {
 }
 
 export function createLimiterStore(opts: {
-  database: { kind: 'postgres'; url: string } | { kind: 'pglite' };
+  database: { kind: 'postgres'; url: string; connectTimeout: number; queryTimeout: number } | { kind: 'pglite' };
   redisUrl?: string | undefined;
   /** Namespaces every key (several deployments, or test runs, on one Redis). */
   keyPrefix: string;
@@ -44,7 +45,11 @@ export function createLimiterStore(opts: {
     };
   }
   if (opts.database.kind === 'postgres') {
-    const pool = new pg.Pool({ connectionString: opts.database.url, max: 4 });
+    const pool = new pg.Pool({ connectionString: opts.database.url, max: 4, ...pgTimeouts(opts.database) });
+    // An idle connection that breaks (the database restarted or went away) is reported here;
+    // without a listener that 'error' event would end the process. The pool replaces the
+    // connection, and the limiter calls that fail meanwhile are reported where they are made.
+    pool.on('error', () => {});
     return {
       kind: 'postgres',
       make: (name, o, table = 'rate_limits') =>

@@ -7,6 +7,7 @@ import type { JWK } from 'jose';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { Config } from '../config/index.ts';
+import { DatabaseUnavailableError, UNAVAILABLE_RETRY_AFTER_SECONDS } from '../db/index.ts';
 import type { AccountRepository } from '../accounts/index.ts';
 import { fhirUserReference } from '../accounts/index.ts';
 import { ADMIN_SCOPE, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE, type ClientRegistry } from '../clients/index.ts';
@@ -311,6 +312,8 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
 
   provider.use(async (ctx, next) => {
     await next();
+    // The provider answered `temporarily_unavailable` for a DatabaseUnavailableError: say when to retry.
+    if (ctx.status === 503) ctx.set('Retry-After', String(UNAVAILABLE_RETRY_AFTER_SECONDS));
     const oidcCtx = ctx as KoaContextWithOIDC;
     if (ctx.oidc?.route === 'token') {
       await launch.decorateTokenResponse(oidcCtx);
@@ -335,6 +338,8 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   };
   provider.on('grant.error', logRefusal('grant.error'));
   const auditRefusal = (route: string) => (ctx: KoaContextWithOIDC, err: Error & { error?: string }) => {
+    // Nothing refused the request: the database is away, so it could not be written down anyway.
+    if (err instanceof DatabaseUnavailableError) return;
     audited.refused(ctx, route, err).catch((e: unknown) => deps.log.error({ err: e }, 'could not audit a refused request'));
   };
   provider.on('grant.error', auditRefusal('token'));

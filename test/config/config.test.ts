@@ -124,6 +124,8 @@ describe('loadConfig', () => {
       ['ACCESS_TOKEN_TTL', { ACCESS_TOKEN_TTL: '3601' }],
       ['DATABASE_URL', { DATABASE_URL: 'not a url' }],
       ['DATABASE_URL', { DATABASE_URL: 'mysql://root@127.0.0.1/custos' }],
+      ['DATABASE_CONNECT_TIMEOUT', { DATABASE_CONNECT_TIMEOUT: '0' }],
+      ['DATABASE_QUERY_TIMEOUT', { DATABASE_QUERY_TIMEOUT: 'soon' }],
       ['NODE_ENV', { NODE_ENV: 'staging' }],
       ['ISSUER', { ISSUER: 'ftp://auth.example.org' }],
     ];
@@ -142,7 +144,18 @@ describe('loadConfig', () => {
     it('accepts ACCESS_TOKEN_TTL=3600 and a postgres URL', () => {
       const config = loadConfig({ ...base(), ACCESS_TOKEN_TTL: '3600', DATABASE_URL: 'postgres://custos@db.internal:5432/custos' });
       assert.equal(config.ttl.accessToken, 3600);
-      assert.deepEqual(config.database, { kind: 'postgres', url: 'postgres://custos@db.internal:5432/custos', poolMax: 10 });
+      assert.deepEqual(config.database, {
+        kind: 'postgres',
+        url: 'postgres://custos@db.internal:5432/custos',
+        poolMax: 10,
+        connectTimeout: 5,
+        queryTimeout: 20,
+      });
+    });
+
+    it('takes the database timeouts in seconds', () => {
+      const config = loadConfig({ ...base(), DATABASE_URL: 'postgres://custos@db.internal/custos', DATABASE_CONNECT_TIMEOUT: '3', DATABASE_QUERY_TIMEOUT: '60' });
+      assert.deepEqual(config.database.kind === 'postgres' && [config.database.connectTimeout, config.database.queryTimeout], [3, 60]);
     });
   });
 
