@@ -236,6 +236,9 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
           assert.doesNotMatch(res.text, NO_INTERNALS, what);
         }
         assert.ok(server.alive(), `the server process survived:\n${server.output()}`);
+        const log = server.output();
+        assert.match(log, /"msg":"database unavailable"/, 'the outage is in the log');
+        assert.doesNotMatch(log, /"msg":"(unhandled error|provider server error)"/, 'as what it is, not as unknown failures');
       } finally {
         proxy.restore();
       }
