@@ -313,7 +313,10 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   provider.use(async (ctx, next) => {
     await next();
     // The provider answered `temporarily_unavailable` for a DatabaseUnavailableError: say when to retry.
-    if (ctx.status === 503) ctx.set('Retry-After', String(UNAVAILABLE_RETRY_AFTER_SECONDS));
+    if (ctx.status === 503) {
+      ctx.set('Retry-After', String(UNAVAILABLE_RETRY_AFTER_SECONDS));
+      deps.log.warn({ route: ctx.oidc?.route, method: ctx.method, path: ctx.path }, 'database unavailable');
+    }
     const oidcCtx = ctx as KoaContextWithOIDC;
     if (ctx.oidc?.route === 'token') {
       await launch.decorateTokenResponse(oidcCtx);

@@ -45,7 +45,7 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
   let rsBasic: string;
   let adminToken: string;
   let loginPage: string;
-  let loginForm: string | undefined;
+  let loginForm: string;
   const browser = new UserAgent();
   let appId: string;
 
@@ -134,10 +134,9 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
   const login = async () => asAnswer(await browser.request(loginPage, { headers: { accept: 'text/html' } }));
   /** Submits the login form of the page seen before the outage (its CSRF token is still good). */
   const signIn = async () => {
-    const page = loginForm!;
     return asAnswer(
-      await browser.request(new URL(formActionOf(page, 'login'), issuer).toString(), {
-        form: { _csrf: csrfTokenOf(page), username: 'outage-patient', password: TEST_PASSWORD },
+      await browser.request(new URL(formActionOf(loginForm, 'login'), issuer).toString(), {
+        form: { _csrf: csrfTokenOf(loginForm), username: 'outage-patient', password: TEST_PASSWORD },
         headers: { accept: 'text/html' },
       }),
     );
@@ -236,6 +235,9 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
           assert.doesNotMatch(res.text, NO_INTERNALS, what);
         }
         assert.ok(server.alive(), `the server process survived:\n${server.output()}`);
+        const log = server.output();
+        assert.match(log, /"msg":"database unavailable"/, 'the outage is in the log');
+        assert.doesNotMatch(log, /"msg":"(unhandled error|provider server error)"/, 'as what it is, not as unknown failures');
       } finally {
         proxy.restore();
       }
