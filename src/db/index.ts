@@ -46,6 +46,9 @@ export async function openDatabase(database: Config['database'], log?: Logger): 
       connection: { connectionString: database.url, ...pgTimeouts(database) },
       pool: { min: 0, max: database.poolMax, idleTimeoutMillis: 30_000 },
       acquireConnectionTimeout: 10_000,
+      // A failed statement's message shows the SQL with placeholders, not the bound values: those
+      // include token ids and hashes, which must never reach a log.
+      compileSqlOnError: false,
       ...(log
         ? {
             log: {
@@ -66,6 +69,7 @@ export async function openDatabase(database: Config['database'], log?: Logger): 
       client: ClientPgLite as unknown as typeof Knex.Client,
       dialect: 'postgres',
       connection: { filename: database.dataDir },
+      compileSqlOnError: false,
     });
     await db.raw('select 1');
     locks.set(db, lock);
