@@ -45,6 +45,11 @@ export function createLimiterStore(opts: {
   }
   if (opts.database.kind === 'postgres') {
     const pool = new pg.Pool({ connectionString: opts.database.url, max: 4 });
+    // An idle connection cut by the server (restart, failover, idle timeout) is reported on the
+    // pool; unheard, that event would crash the process. The pool replaces the connection.
+    pool.on('error', () => {
+      /* the next limiter call reconnects, or fails and is reported there */
+    });
     return {
       kind: 'postgres',
       make: (name, o, table = 'rate_limits') =>
@@ -58,7 +63,18 @@ export function createLimiterStore(opts: {
           clearExpiredByTimeout: false,
         }),
       async close() {
+        // pool.end() resolves before its connections have closed; wait for them, so the database
+        // can be stopped or dropped right after.
+        let open = pool.totalCount;
+        const closed = new Promise<void>((resolve) => {
+          if (open === 0) resolve();
+          pool.on('remove', () => {
+            open -= 1;
+            if (open <= 0) resolve();
+          });
+        });
         await pool.end();
+        await closed;
       },
     };
   }
