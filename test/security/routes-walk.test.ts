@@ -147,16 +147,21 @@ describe('every route, every method', () => {
     for (const route of routes) {
       for (const method of route.methods) {
         if (method === 'OPTIONS') continue;
-        const res = await fetch(new URL(route.path, server.issuer), {
-          method,
-          redirect: 'manual',
-          headers: method === 'POST' || method === 'PUT' || method === 'PATCH' ? { 'content-type': 'application/x-www-form-urlencoded' } : {},
-          body: method === 'POST' || method === 'PUT' || method === 'PATCH' ? '' : undefined,
-        });
-        const body = await res.text();
-        seen.add(Math.floor(res.status / 100));
-        if (res.status >= 500) problems.push(`${method} ${route.path}: ${res.status} ${body.slice(0, 120)}`);
-        problems.push(...headerProblems(res, body, `${method} ${route.path} (${res.status})`, route.api));
+        const withBody = method === 'POST' || method === 'PUT' || method === 'PATCH';
+        // As an API client and as a browser: errors render as JSON or as a page.
+        for (const accept of ['*/*', 'text/html']) {
+          const res = await fetch(new URL(route.path, server.issuer), {
+            method,
+            redirect: 'manual',
+            headers: { accept, ...(withBody ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
+            body: withBody ? '' : undefined,
+          });
+          const body = await res.text();
+          seen.add(Math.floor(res.status / 100));
+          const what = `${method} ${route.path} (${accept}, ${res.status})`;
+          if (res.status >= 500) problems.push(`${what}: ${body.slice(0, 120)}`);
+          problems.push(...headerProblems(res, body, what, route.api));
+        }
       }
     }
     assert.deepEqual(problems, []);
