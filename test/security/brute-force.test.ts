@@ -245,6 +245,16 @@ describe('brute force against the sign-in pages', () => {
     const disabled = await tryPassword('192.0.2.12', 'dorax', dora.password);
     const unknown = await tryPassword('192.0.2.13', 'zorax', dora.password);
     assert.deepEqual(normalise(disabled, 'dorax'), normalise(unknown, 'zorax'));
+
+    // The audit trail does not tell them apart either, nor keep the name typed (often a password).
+    const { events } = await server.running.services.audit.list({ type: 'login.failure' }, { limit: 100 });
+    const shape = (ip: string) => {
+      const e = events.find((x) => x.ip === ip);
+      assert.ok(e, `a failure audited for ${ip}`);
+      return { type: e.type, outcome: e.outcome, actor: e.actor, details: e.details };
+    };
+    assert.deepEqual(shape('192.0.2.12'), shape('192.0.2.13'));
+    assert.doesNotMatch(JSON.stringify(events), /dorax|zorax|zelda/);
   });
 });
 
