@@ -268,4 +268,17 @@ describe('behind an https proxy', () => {
       assert.deepEqual(headerProblems(res, body, `${method} ${path}`, false), []);
     }
   });
+
+  it('serves POST at the authorization and end-session endpoints over https (SMART authorize-post), and 405 for the rest', async () => {
+    const plain = server.issuer.replace(/^https:/, 'http:');
+    const https = { 'x-forwarded-proto': 'https', accept: 'application/json' };
+    for (const path of ['/auth', '/session/end']) {
+      const post = await fetch(new URL(path, plain), { method: 'POST', redirect: 'manual', headers: { ...https, 'content-type': 'application/x-www-form-urlencoded' }, body: '' });
+      assert.notEqual(post.status, 405, `POST ${path}`);
+      assert.ok(post.status < 500, `POST ${path}: ${post.status}`);
+      const put = await fetch(new URL(path, plain), { method: 'PUT', redirect: 'manual', headers: https });
+      assert.equal(put.status, 405, `PUT ${path}`);
+      assert.deepEqual((put.headers.get('allow') ?? '').split(/,\s*/).sort(), ['GET', 'HEAD', 'POST']);
+    }
+  });
 });
