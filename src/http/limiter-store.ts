@@ -63,7 +63,18 @@ export function createLimiterStore(opts: {
           clearExpiredByTimeout: false,
         }),
       async close() {
+        // pool.end() resolves before its connections have closed; wait for them, so the database
+        // can be stopped or dropped right after.
+        let open = pool.totalCount;
+        const closed = new Promise<void>((resolve) => {
+          if (open === 0) resolve();
+          pool.on('remove', () => {
+            open -= 1;
+            if (open <= 0) resolve();
+          });
+        });
         await pool.end();
+        await closed;
       },
     };
   }

@@ -9,6 +9,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { generate } from 'otplib';
+import pg from 'pg';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { discover, REDIRECT_URI, startCodeFlow, type oidc } from '../helpers/oidc-client.ts';
 import { UserAgent, csrfTokenOf, formActionOf, type PageResponse } from '../helpers/browserless.ts';
@@ -189,6 +190,25 @@ describe('brute force against the sign-in pages', () => {
     assert.ok(throttled.length >= 2 && throttled.every((e) => e.details.step === 'otp'));
   });
 
+  it('keeps counting when the database drops the counter store\'s connections', async (t) => {
+    const { database } = server.config;
+    if (database.kind !== 'postgres') return t.skip('the counters live in memory on the embedded database');
+    const ip = '192.0.2.90';
+    // Idle connections in every pool first, then PostgreSQL cuts them all (a restart, a failover, an idle timeout).
+    for (let i = 0; i < 2; i += 1) assert.equal((await tryPassword(ip, 'cutover', 'wrong')).status, 401);
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    const { rowCount } = await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()');
+    await admin.end();
+    assert.ok((rowCount ?? 0) > 0, 'connections were cut');
+    await new Promise((r) => setTimeout(r, 200));
+
+    // The server is still up, and the failures before the cut still count towards the lock.
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i += 1) statuses.push((await tryPassword(ip, 'cutover', 'wrong')).status);
+    assert.deepEqual(statuses, [401, 401, 429]);
+  });
+
   it('answers a real username with a wrong password exactly as an unknown username, before and while throttled', async () => {
     // Same length as "alice", so even Content-Length cannot differ.
     await server.createAccount({ username: 'alice' });
@@ -225,5 +245,72 @@ describe('brute force against the sign-in pages', () => {
     const disabled = await tryPassword('192.0.2.12', 'dorax', dora.password);
     const unknown = await tryPassword('192.0.2.13', 'zorax', dora.password);
     assert.deepEqual(normalise(disabled, 'dorax'), normalise(unknown, 'zorax'));
+
+    // The audit trail does not tell them apart either, nor keep the name typed (often a password).
+    const { events } = await server.running.services.audit.list({ type: 'login.failure' }, { limit: 100 });
+    const shape = (ip: string) => {
+      const e = events.find((x) => x.ip === ip);
+      assert.ok(e, `a failure audited for ${ip}`);
+      return { type: e.type, outcome: e.outcome, actor: e.actor, details: e.details };
+    };
+    assert.deepEqual(shape('192.0.2.12'), shape('192.0.2.13'));
+    assert.doesNotMatch(JSON.stringify(events), /dorax|zorax|zelda/);
+  });
+});
+
+describe('brute force against a server with a low page rate limit', () => {
+  let server: TestServer;
+  let config: oidc.Configuration;
+  const PAGES_PER_MINUTE = 12;
+
+  before(async () => {
+    server = await startTestServer({ env: { RATE_LIMIT_PAGES_PER_IP: String(PAGES_PER_MINUTE), TRUST_PROXY: '127.0.0.1' } });
+    const client = await server.createClient({ client_name: 'Guessed App', redirect_uris: [REDIRECT_URI], scope: 'openid' });
+    config = await discover(server.issuer, client.clientId, client.clientSecret);
+  });
+  after(() => server.close());
+
+  it('stops a guessing run at the page request limit before the login throttle, and before any password is checked', async () => {
+    const carol = await server.createAccount({ username: 'carol' });
+    const ip = '198.51.100.200';
+    const headers = { 'x-forwarded-for': ip, accept: 'text/html' };
+    const failuresBefore = (await server.running.services.audit.list({ type: 'login.failure' }, { limit: 100 })).events.length;
+    // Each guess costs three page requests (authorization, login page, form post).
+    const outcomes: number[] = [];
+    const limited: PageResponse[] = [];
+    for (let i = 0; i < PAGES_PER_MINUTE; i += 1) {
+      const agent = new UserAgent();
+      const { url } = await startCodeFlow(config);
+      let res = await agent.request(url.toString(), { headers });
+      while (res.location?.startsWith(server.issuer)) res = await agent.request(res.location, { headers });
+      if (res.status === 200) {
+        const action = new URL(formActionOf(res.body, 'login'), server.issuer).toString();
+        res = await agent.request(action, { form: { _csrf: csrfTokenOf(res.body), username: i % 2 ? 'carol' : 'nobody', password: 'a wrong guess' }, headers });
+      }
+      outcomes.push(res.status);
+      if (res.status === 429) limited.push(res);
+    }
+    const guesses = outcomes.filter((s) => s === 401).length;
+    assert.equal(guesses, PAGES_PER_MINUTE / 3, `guesses that got through: ${outcomes.join(',')}`);
+    assert.ok(limited.length > 0);
+    for (const res of limited) {
+      assert.ok(Number(res.headers.get('retry-after')) >= 1);
+      assert.match(res.headers.get('content-type') ?? '', /text\/html/);
+      assert.match(res.body, /too many requests; try again in \d+ seconds/);
+    }
+    const failures = (await server.running.services.audit.list({ type: 'login.failure' }, { limit: 100 })).events.length - failuresBefore;
+    assert.equal(failures, guesses, 'no password was checked once the limit was hit');
+    const exceeded = (await server.running.services.audit.list({ type: 'rate_limit.exceeded' }, { limit: 10 })).events;
+    assert.ok(exceeded.some((e) => e.ip === ip && e.details.limit === 'pages_ip'), 'the flood is audited with its address');
+
+    // Another address is unaffected, and carol's own account is not locked by the stranger's guesses.
+    const agent = new UserAgent();
+    const { url } = await startCodeFlow(config);
+    const other = { 'x-forwarded-for': '198.51.100.201' };
+    let res = await agent.request(url.toString(), { headers: other });
+    while (res.location?.startsWith(server.issuer)) res = await agent.request(res.location, { headers: other });
+    const action = new URL(formActionOf(res.body, 'login'), server.issuer).toString();
+    res = await agent.request(action, { form: { _csrf: csrfTokenOf(res.body), username: 'carol', password: carol.password }, headers: other });
+    assert.equal(res.status, 303);
   });
 });

@@ -147,16 +147,21 @@ describe('every route, every method', () => {
     for (const route of routes) {
       for (const method of route.methods) {
         if (method === 'OPTIONS') continue;
-        const res = await fetch(new URL(route.path, server.issuer), {
-          method,
-          redirect: 'manual',
-          headers: method === 'POST' || method === 'PUT' || method === 'PATCH' ? { 'content-type': 'application/x-www-form-urlencoded' } : {},
-          body: method === 'POST' || method === 'PUT' || method === 'PATCH' ? '' : undefined,
-        });
-        const body = await res.text();
-        seen.add(Math.floor(res.status / 100));
-        if (res.status >= 500) problems.push(`${method} ${route.path}: ${res.status} ${body.slice(0, 120)}`);
-        problems.push(...headerProblems(res, body, `${method} ${route.path} (${res.status})`, route.api));
+        const withBody = method === 'POST' || method === 'PUT' || method === 'PATCH';
+        // As an API client and as a browser: errors render as JSON or as a page.
+        for (const accept of ['*/*', 'text/html']) {
+          const res = await fetch(new URL(route.path, server.issuer), {
+            method,
+            redirect: 'manual',
+            headers: { accept, ...(withBody ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
+            body: withBody ? '' : undefined,
+          });
+          const body = await res.text();
+          seen.add(Math.floor(res.status / 100));
+          const what = `${method} ${route.path} (${accept}, ${res.status})`;
+          if (res.status >= 500) problems.push(`${what}: ${body.slice(0, 120)}`);
+          problems.push(...headerProblems(res, body, what, route.api));
+        }
       }
     }
     assert.deepEqual(problems, []);
@@ -261,6 +266,19 @@ describe('behind an https proxy', () => {
       const body = await res.text();
       assert.equal(res.headers.get('strict-transport-security'), 'max-age=31536000; includeSubDomains', `${method} ${path} (${res.status})`);
       assert.deepEqual(headerProblems(res, body, `${method} ${path}`, false), []);
+    }
+  });
+
+  it('serves POST at the authorization and end-session endpoints over https (SMART authorize-post), and 405 for the rest', async () => {
+    const plain = server.issuer.replace(/^https:/, 'http:');
+    const https = { 'x-forwarded-proto': 'https', accept: 'application/json' };
+    for (const path of ['/auth', '/session/end']) {
+      const post = await fetch(new URL(path, plain), { method: 'POST', redirect: 'manual', headers: { ...https, 'content-type': 'application/x-www-form-urlencoded' }, body: '' });
+      assert.notEqual(post.status, 405, `POST ${path}`);
+      assert.ok(post.status < 500, `POST ${path}: ${post.status}`);
+      const put = await fetch(new URL(path, plain), { method: 'PUT', redirect: 'manual', headers: https });
+      assert.equal(put.status, 405, `PUT ${path}`);
+      assert.deepEqual((put.headers.get('allow') ?? '').split(/,\s*/).sort(), ['GET', 'HEAD', 'POST']);
     }
   });
 });
