@@ -18,14 +18,18 @@
  *   - login_throttle and rate_limits: counters of failed logins and requests, which is their job.
  * Requests that are accepted (a 2xx page, an authorization request that starts an interaction,
  * `active: false` from introspection, RFC 7009's 200 for an unknown token) move the baseline.
+ *
+ * About 3,200 cases run in about a minute on PGlite. FUZZ_RUNS_FACTOR=10 runs ten times as many
+ * (a nightly job); FUZZ_LOG_ALL=1 logs every problem and carries on instead of stopping at the
+ * first, which helps when triaging a batch of findings.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { adminPagesAgent, adminToken, createAdminTool, createMfaAdmin } from '../helpers/admin.ts';
-import { codeFlow, discover, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
-import { UserAgent, csrfTokenOf } from '../helpers/browserless.ts';
+import { codeFlow, discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
+import { UserAgent, csrfTokenOf, formActionOf, formDefaults } from '../helpers/browserless.ts';
 
 const STATE_TABLES = [
   'clients',
@@ -55,6 +59,8 @@ const REFUSAL_EVENTS = new Set(['token.refused', 'introspection.refused', 'revoc
 /** Stack frames, module paths and raw error names: what an unhandled error would leak. */
 const LEAK = /\n\s+at [^\n]*[(:]\d|node_modules|\/work\/|file:\/\/\/|\b(TypeError|SyntaxError|ReferenceError|RangeError|ZodError|DatabaseError)\b|invalid byte sequence|violates (not-null|unique|check)/;
 const INJECTED_HEADER = 'x-fuzz-injected';
+const RUNS_FACTOR = Number(process.env.FUZZ_RUNS_FACTOR ?? 1);
+const runs = (n: number) => Math.max(1, Math.round(n * RUNS_FACTOR));
 
 const NASTY: string[] = [
   '',
@@ -214,10 +220,45 @@ interface Credentials {
   /** A live interaction's URL path and its login form's CSRF token. */
   interaction: { path: string; csrf: string; agent: UserAgent };
   adminPages: { agent: UserAgent; csrf: string };
+  /** A patient signed in to the account pages. */
+  accountPages: { agent: UserAgent; csrf: string };
+  /** Client-credentials tokens of a resource server (custos:introspect) and an EHR (custos:ehr-launch). */
+  resourceServerToken: string;
+  ehrToken: string;
+  /** A dynamically registered client and its RFC 7592 registration access token. */
+  registered: { clientId: string; token: string };
 }
 
-type Auth = 'none' | 'hostile-bearer' | 'patient' | 'admin' | 'client-basic' | 'hostile-basic' | 'admin-session' | 'interaction';
-const auth = fc.constantFrom<Auth>('none', 'none', 'hostile-bearer', 'patient', 'admin', 'client-basic', 'hostile-basic', 'admin-session', 'interaction');
+type Auth =
+  | 'none'
+  | 'hostile-bearer'
+  | 'patient'
+  | 'admin'
+  | 'client-basic'
+  | 'hostile-basic'
+  | 'admin-session'
+  | 'account-session'
+  | 'interaction'
+  | 'resource-server'
+  | 'ehr'
+  | 'initial-token'
+  | 'registration';
+const auth = fc.constantFrom<Auth>(
+  'none',
+  'none',
+  'hostile-bearer',
+  'patient',
+  'admin',
+  'client-basic',
+  'hostile-basic',
+  'admin-session',
+  'account-session',
+  'interaction',
+  'resource-server',
+  'ehr',
+  'initial-token',
+  'registration',
+);
 
 interface Case {
   method: string;
@@ -359,6 +400,20 @@ const fuzzCase: fc.Arbitrary<Case> = fc
   })
   .map(({ route: r, ...rest }) => ({ ...r, ...rest }));
 
+/** A browser-like agent signed in to the account pages as `who` (password, then the consent page if shown). */
+async function accountPagesAgent(server: TestServer, who: { username: string; password: string }) {
+  const agent = new UserAgent();
+  let res = await agent.follow(`${server.issuer}/account`, server.issuer);
+  for (let step = 0; step < 4 && res.status === 200 && !new URL(res.url).pathname.startsWith('/account'); step += 1) {
+    const action = res.body.includes('/login"') ? formActionOf(res.body, 'login') : formActionOf(res.body, 'confirm');
+    const form = res.body.includes('/login"') ? { _csrf: csrfTokenOf(res.body), username: who.username, password: who.password } : formDefaults(res.body, 'confirm');
+    res = await agent.request(new URL(action, server.issuer).toString(), { form });
+    if (res.location) res = await agent.follow(res.location, server.issuer);
+  }
+  if (res.status !== 200 || !new URL(res.url).pathname.startsWith('/account')) throw new Error(`account sign-in did not finish: ${res.status} ${res.url}`);
+  return { agent, csrf: csrfTokenOf(res.body) };
+}
+
 describe('fuzzing every public route: no 5xx, no leaked internals, no writes from refused requests', { timeout: 600_000 }, () => {
   let server: TestServer;
   let creds: Credentials;
@@ -422,9 +477,33 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
       case 'client-basic':
         headers.authorization = basic(creds.clientId, creds.clientSecret);
         break;
+      case 'resource-server':
+        headers.authorization = `Bearer ${creds.resourceServerToken}`;
+        break;
+      case 'ehr':
+        headers.authorization = `Bearer ${creds.ehrToken}`;
+        break;
+      case 'initial-token': {
+        // A fresh single-use token each time; issuing it is not the case's write, so re-baseline.
+        headers.authorization = `Bearer ${(await server.running.services.initialTokens.issue({ expiresIn: 600 }, { actor: 'fuzz' })).token}`;
+        baseline = await checksum();
+        await newEvents();
+        break;
+      }
+      case 'registration':
+        headers.authorization = `Bearer ${creds.registered.token}`;
+        // Its own management URL (deleting it would end these cases, so DELETE becomes GET).
+        if (url.pathname.startsWith('/register/')) {
+          url.pathname = `/register/${creds.registered.clientId}`;
+          if (c.method === 'DELETE') c = { ...c, method: 'GET' };
+        }
+        break;
       case 'admin-session':
+      case 'account-session':
       case 'interaction': {
-        const { agent, csrf } = c.auth === 'admin-session' ? creds.adminPages : creds.interaction;
+        // Signing out would end every later case's session.
+        if (url.pathname.endsWith('/logout')) break;
+        const { agent, csrf } = c.auth === 'admin-session' ? creds.adminPages : c.auth === 'account-session' ? creds.accountPages : creds.interaction;
         const cookie = await agent.jar.getCookieString(url.toString());
         if (cookie) headers.cookie = cookie;
         form = [['_csrf', csrf]];
@@ -487,7 +566,23 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
     const flow = await startCodeFlow(webConfig, { scope: 'openid' });
     const login = await agent.follow(flow.url.toString(), server.issuer);
     assert.equal(login.status, 200);
+    const accountPages = await accountPagesAgent(server, patient);
+    const rs = await server.createClient({ client_name: 'Fuzz RS', grant_types: ['client_credentials'], scope: 'custos:introspect' });
+    const ehr = await server.createClient({ client_name: 'Fuzz EHR', grant_types: ['client_credentials'], scope: 'custos:ehr-launch' });
+    const cc = async (c: { clientId: string; clientSecret?: string }, scope: string) =>
+      (await oidc.clientCredentialsGrant(await discover(server.issuer, c.clientId, c.clientSecret), { scope })).access_token;
+    const iat = (await server.running.services.initialTokens.issue({ expiresIn: 600 }, { actor: 'fuzz' })).token;
+    const registration = await fetch(`${server.issuer}/register`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${iat}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Fuzz Registered', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' }),
+    });
+    const registered = (await registration.json()) as { client_id: string; registration_access_token: string };
     creds = {
+      accountPages,
+      resourceServerToken: await cc(rs, 'custos:introspect'),
+      ehrToken: await cc(ehr, 'custos:ehr-launch'),
+      registered: { clientId: registered.client_id, token: registered.registration_access_token },
       clientId: web.clientId,
       clientSecret: web.clientSecret!,
       patientToken: tokens.access_token,
@@ -510,7 +605,7 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
       fc.asyncProperty(fuzzCase, async (c) => {
         await check(c);
       }),
-      { numRuns: 2500, endOnFailure: true },
+      { numRuns: runs(2500), endOnFailure: true },
     );
     t.diagnostic(summary());
   });
@@ -533,7 +628,7 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
           forwarded: [ip, 'http', ''],
         });
       }),
-      { numRuns: 300, endOnFailure: true },
+      { numRuns: runs(300), endOnFailure: true },
     );
     t.diagnostic(summary());
   });
@@ -563,7 +658,7 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
           forwarded: undefined,
         });
       }),
-      { numRuns: 400, endOnFailure: true },
+      { numRuns: runs(400), endOnFailure: true },
     );
     t.diagnostic(summary());
   });
