@@ -431,7 +431,10 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
     return line;
   }
 
-  const db = () => server.running.services.db;
+  /** The server under test: the main one, or for authorize-post the one behind an https proxy. */
+  let current: TestServer;
+  let proxyHeaders: Record<string, string> = {};
+  const db = () => current.running.services.db;
 
   async function checksum(): Promise<string> {
     const parts = STATE_TABLES.map((t) => `(select count(*) || ':' || md5(coalesce(string_agg(x::text, '|' order by x::text), '')) from ${t === 'oidc_payloads' ? PAYLOAD_COLUMNS : t} x)`);
@@ -452,9 +455,9 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
   }
 
   async function send(c: Case): Promise<{ status: number; text: string; headers: Headers; url: string }> {
-    const url = new URL(c.path, server.issuer);
+    const url = new URL(c.path, current.issuer.replace(/^https:/, 'http:'));
     url.search = new URLSearchParams(c.query).toString();
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { ...proxyHeaders };
     if (c.accept) headers.accept = c.accept;
     if (c.origin) headers.origin = c.origin;
     if (c.cookie) headers.cookie = c.cookie;
@@ -553,6 +556,7 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
 
   before(async () => {
     server = await startTestServer({ env: { METRICS_TOKEN: 'm'.repeat(40), FHIR_BASE_URLS: 'https://fhir.example.org/r4', TRUST_PROXY: 'true' } });
+    current = server;
     const patient = await server.createAccount({ username: 'fuzzpatient', role: 'patient', fhirId: 'fuzz-1' });
     const web = await server.createClient({ client_name: 'Fuzz Web', redirect_uris: [REDIRECT_URI], scope: 'openid fhirUser launch/patient patient/*.rs offline_access' });
     const webConfig = await discover(server.issuer, web.clientId, web.clientSecret);
@@ -633,20 +637,22 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
     t.diagnostic(summary());
   });
 
-  it('authorization requests from a real client with hostile extra parameters (GET and POST)', async (t) => {
-    const request = fc.record({ extra: params, post: fc.boolean(), pkce: fc.boolean() });
+  /** GET or POST /auth from a real client (so its redirect URI is trusted), plus hostile parameters. */
+  async function authorizationProperty(clientId: string, methods: readonly ('GET' | 'POST')[], numRuns: number) {
+    const request = fc.record({ extra: params, method: fc.constantFrom(...methods), pkce: fc.boolean() });
     await fc.assert(
-      fc.asyncProperty(request, async ({ extra, post, pkce }) => {
+      fc.asyncProperty(request, async ({ extra, method, pkce }) => {
         const base: [string, string][] = [
-          ['client_id', creds.clientId],
+          ['client_id', clientId],
           ['redirect_uri', REDIRECT_URI],
           ['response_type', 'code'],
           ['scope', 'openid'],
           ...(pkce ? ([['code_challenge', 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM'], ['code_challenge_method', 'S256']] as [string, string][]) : []),
         ];
         const all = [...base, ...extra];
+        const post = method === 'POST';
         await check({
-          method: post ? 'POST' : 'GET',
+          method,
           path: '/auth',
           query: post ? [] : all,
           body: post ? { kind: 'raw', type: 'application/x-www-form-urlencoded', data: new URLSearchParams(all).toString() } : { kind: 'none' },
@@ -658,8 +664,30 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
           forwarded: undefined,
         });
       }),
-      { numRuns: runs(400), endOnFailure: true },
+      { numRuns: runs(numRuns), endOnFailure: true },
     );
+  }
+
+  it('authorization requests from a real client with hostile extra parameters (GET)', async (t) => {
+    await authorizationProperty(creds.clientId, ['GET'], 300);
+    t.diagnostic(summary());
+  });
+
+  it('authorize-post (SMART; only offered over https): POST and GET /auth behind an https proxy', async (t) => {
+    const secure = await startTestServer({ behindHttpsProxy: true });
+    try {
+      const app = await secure.createClient({ client_name: 'Fuzz Secure Web', redirect_uris: [REDIRECT_URI], scope: 'openid' });
+      current = secure;
+      proxyHeaders = { 'x-forwarded-proto': 'https' };
+      baseline = await checksum();
+      lastEventId = 0;
+      await newEvents();
+      await authorizationProperty(app.clientId, ['POST', 'POST', 'GET'], 300);
+    } finally {
+      current = server;
+      proxyHeaders = {};
+      await secure.close();
+    }
     t.diagnostic(summary());
   });
 });
