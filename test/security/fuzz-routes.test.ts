@@ -637,6 +637,26 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
     t.diagnostic(summary());
   });
 
+  it('the provider\'s client-authenticated endpoints (/token, introspection, revocation, PAR) with hostile forms', async (t) => {
+    const form = fc.record({
+      path: fc.constantFrom('/token', '/token/introspection', '/token/revocation', '/request'),
+      grant: fc.constantFrom('authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:device_code', 'password', 'implicit', ''),
+      extra: params,
+      auth: fc.constantFrom<Auth>('client-basic', 'client-basic', 'hostile-basic', 'patient', 'resource-server'),
+      hostileAuth: hostileString,
+      type: fc.constantFrom('application/x-www-form-urlencoded', 'application/x-www-form-urlencoded', 'application/json'),
+    });
+    await fc.assert(
+      fc.asyncProperty(form, async ({ path, grant, extra, auth: how, hostileAuth, type }) => {
+        const fields: [string, string][] = [['grant_type', grant], ['redirect_uri', REDIRECT_URI], ['client_id', creds.clientId], ...extra];
+        const data = type === 'application/json' ? JSON.stringify(Object.fromEntries(fields)) : new URLSearchParams(fields).toString();
+        await check({ method: 'POST', path, query: [], body: { kind: 'raw', type, data }, auth: how, hostileAuth, accept: 'application/json', origin: undefined, cookie: undefined, forwarded: undefined });
+      }),
+      { numRuns: runs(400), endOnFailure: true },
+    );
+    t.diagnostic(summary());
+  });
+
   /** GET or POST /auth from a real client (so its redirect URI is trusted), plus hostile parameters. */
   async function authorizationProperty(clientId: string, methods: readonly ('GET' | 'POST')[], numRuns: number) {
     const request = fc.record({ extra: params, method: fc.constantFrom(...methods), pkce: fc.boolean() });
