@@ -2,7 +2,8 @@
  * Regressions for the server errors the route fuzzer (fuzz-routes.test.ts) found, each pinned as
  * an exact request and its exact refusal, with nothing written:
  *   - NUL in a form field (login, bearer introspection): PostgreSQL refuses it as a parameter;
- *   - NUL in parameters oidc-provider stores (state at /session/end and /auth, a code at /token);
+ *   - NUL in a URL (admin searches and filters, provider parameters) and in form parameters
+ *     oidc-provider stores (state at /session/end) or looks up (a code at /token);
  *   - a Host or X-Forwarded-Host that is not a host, or an X-Forwarded-Proto that is not http(s),
  *     from which the provider built its URLs;
  *   - admin page actions (approve, rotate secret) on a client id that does not exist.
@@ -11,7 +12,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
-import { adminPagesAgent, createMfaAdmin } from '../helpers/admin.ts';
+import { adminApi, adminPagesAgent, adminToken, createAdminTool, createMfaAdmin } from '../helpers/admin.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
 import { UserAgent, csrfTokenOf, formActionOf } from '../helpers/browserless.ts';
 
@@ -67,18 +68,49 @@ describe('fuzzer findings stay fixed', () => {
     assert.equal(((await res.json()) as { error: string }).error, 'invalid_request');
   });
 
-  it('a NUL in a parameter the provider stores is invalid_request, and no session or interaction is written', async () => {
+  it('a NUL in the URL is invalid_request before any route runs; in a form the provider stores, when it would be stored', async () => {
     const payloads = await count('oidc_payloads');
+    const nul = { error: 'invalid_request', error_description: 'the request contains a NUL character or an unpaired surrogate' };
     const end = await fetch(`${server.issuer}/session/end?state=a%00b`, { headers: { accept: 'application/json' } });
     assert.equal(end.status, 400);
-    assert.deepEqual(await end.json(), { error: 'invalid_request', error_description: 'the request contains a NUL character or an unpaired surrogate' });
+    assert.deepEqual(await end.json(), nul);
     const flow = await startCodeFlow(config, { state: 'a\u0000b' });
-    const auth = await fetch(flow.url, { redirect: 'manual' });
-    assert.equal(auth.status, 303);
-    const location = new URL(auth.headers.get('location')!);
+    const auth = await fetch(flow.url, { headers: { accept: 'application/json' }, redirect: 'manual' });
+    assert.equal(auth.status, 400);
+    assert.deepEqual(await auth.json(), nul);
+    assert.equal(await count('oidc_payloads'), payloads);
+    // A form the provider reads itself: a pushed authorization request keeps its parameters inside
+    // a signed request object, so the NUL first reaches storage when /auth starts the interaction.
+    // The adapter refuses it, and the provider, which trusts the redirect URI by then, says so to the client.
+    const par = await fetch(`${server.issuer}/request`, {
+      method: 'POST',
+      headers: {
+        authorization: `Basic ${Buffer.from(`${web.clientId}:${web.clientSecret}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ client_id: web.clientId, response_type: 'code', redirect_uri: REDIRECT_URI, scope: 'openid', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', state: 'a\u0000b' }),
+    });
+    assert.equal(par.status, 201);
+    const { request_uri: requestUri } = (await par.json()) as { request_uri: string };
+    const afterPar = await count('oidc_payloads');
+    const pushed = await fetch(`${server.issuer}/auth?${new URLSearchParams({ client_id: web.clientId, request_uri: requestUri })}`, { redirect: 'manual' });
+    assert.equal(pushed.status, 303);
+    const location = new URL(pushed.headers.get('location')!);
     assert.equal(`${location.origin}${location.pathname}`, REDIRECT_URI);
     assert.equal(location.searchParams.get('error'), 'invalid_request');
-    assert.equal(await count('oidc_payloads'), payloads);
+    assert.equal(location.searchParams.get('error_description'), nul.error_description);
+    assert.ok((await count('oidc_payloads')) <= afterPar, 'no interaction or session written');
+  });
+
+  it('a NUL in the search and filter parameters of the admin API and pages is a 400, not a server error', async () => {
+    const tool = await createAdminTool(server);
+    const api = adminApi(server, (await adminToken(server, tool)).token);
+    for (const path of ['/clients?q=%00', '/accounts?q=a%00', '/audit?actor=%00', '/audit?client_id=%00', '/audit?patient=%00', '/audit?type=%00', '/audit/fhir?actor=%00', '/clients/%00']) {
+      const res = await api('GET', path);
+      assert.equal(res.status, 400, path);
+      assert.equal(res.headers.get('content-type'), 'application/problem+json');
+      assert.equal(res.json.detail, 'the request contains a NUL character or an unpaired surrogate', path);
+    }
   });
 
   it('a NUL in an authorization code at /token is invalid_grant', async () => {

@@ -155,7 +155,7 @@ const OAUTH_PARAMS = [
   'login_hint',
   'authorization_details',
 ];
-const PAGE_PARAMS = ['_csrf', 'username', 'password', 'code', 'recovery_code', 'patient', 'scope', 'scopes', 'limits', 'remember', 'action', 'reason', 'grace', 'q', 'status', 'limit', 'cursor', 'sort', 'order', 'type', 'from', 'to', 'done', 'role', 'disabled', 'category', 'verified', 'origin', 'unused_days', 'client_name', 'redirect_uris', 'jwks', 'contacts', 'fhir_id', 'note', 'expires_in', 'hidden', 'labels', 'confirm'];
+const PAGE_PARAMS = ['_csrf', 'actor', 'username', 'password', 'code', 'recovery_code', 'patient', 'scope', 'scopes', 'limits', 'remember', 'action', 'reason', 'grace', 'q', 'status', 'limit', 'cursor', 'sort', 'order', 'type', 'from', 'to', 'done', 'role', 'disabled', 'category', 'verified', 'origin', 'unused_days', 'client_name', 'redirect_uris', 'jwks', 'contacts', 'fhir_id', 'note', 'expires_in', 'hidden', 'labels', 'confirm'];
 const PARAM_NAMES = [...OAUTH_PARAMS, ...PAGE_PARAMS];
 
 const paramName = fc.oneof({ weight: 5, arbitrary: fc.constantFrom(...PARAM_NAMES) }, { weight: 1, arbitrary: hostileString.map((s) => s.slice(0, 50)) });
