@@ -9,6 +9,7 @@ import { securityHeaders } from './security-headers.ts';
 import { limitBodySize } from './body-limit.ts';
 import { requestContextMiddleware } from './request-context.ts';
 import { requireValidOrigin } from './request-origin.ts';
+import { refuseUnstorableUrlText } from './request-text.ts';
 import { trustedProxiesOnly } from './trusted-proxies.ts';
 import type { Views } from './views.ts';
 
@@ -42,6 +43,7 @@ export function createApp(deps: AppDeps): Koa {
   app.use(errorHandler(deps.log, deps.views));
   app.use(securityHeaders({ https: deps.https }));
   app.use(requireValidOrigin());
+  app.use(refuseUnstorableUrlText());
   app.use(limitBodySize(MAX_BODY_BYTES));
   app.use(requestContextMiddleware());
   for (const m of deps.guards ?? []) app.use(m);

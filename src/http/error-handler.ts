@@ -11,9 +11,11 @@ import type { Views } from './views.ts';
 
 /** Errors from body parsing and Koa's own `ctx.throw` carry `expose` and a 4xx status. */
 function fromExposedError(err: unknown): HttpError | undefined {
-  const e = err as { status?: number; statusCode?: number; expose?: boolean; type?: string };
+  const e = err as { status?: number; statusCode?: number; expose?: boolean; type?: string; error?: unknown; error_description?: unknown };
   const status = e?.status ?? e?.statusCode;
   if (!e?.expose || typeof status !== 'number' || status < 400 || status >= 500) return undefined;
+  // oidc-provider's own errors (one thrown from its session save reaches us) carry OAuth fields meant to be shown.
+  if (typeof e.error === 'string' && typeof e.error_description === 'string') return new HttpError(status, e.error, e.error_description);
   if (status === 413) return new HttpError(413, 'invalid_request', 'the request body is too large');
   if (status === 415) return new HttpError(415, 'invalid_request', 'unsupported request body type');
   if (e.type === 'entity.parse.failed') return new HttpError(400, 'invalid_request', 'the request body is malformed');

@@ -7,6 +7,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { REDIRECT_URI } from '../helpers/oidc-client.ts';
 import { adminApi, adminToken, createAdminTool } from '../helpers/admin.ts';
@@ -33,6 +34,71 @@ const HOSTILE: [string, string, number, string][] = [
   ['a JWK member nested 500 deep', JSON.stringify({ ...KEYS_APP, jwks: { keys: [{ kty: 'RSA', x: JSON.parse('['.repeat(500) + ']'.repeat(500)) }] } }), 400, 'invalid_client_metadata'],
   ['a JWK member that is a number', JSON.stringify({ ...KEYS_APP, jwks: { keys: [{ kty: 'RSA', n: 1 }] } }), 400, 'invalid_client_metadata'],
 ];
+
+/** Every RFC 7591 field Custos knows, the admin-only ones, and some it does not support. */
+const FIELDS = [
+  'client_name',
+  'redirect_uris',
+  'post_logout_redirect_uris',
+  'grant_types',
+  'response_types',
+  'token_endpoint_auth_method',
+  'token_endpoint_auth_signing_alg',
+  'scope',
+  'jwks',
+  'jwks_uri',
+  'client_uri',
+  'logo_uri',
+  'policy_uri',
+  'tos_uri',
+  'contacts',
+  'owner',
+  'allowed_origins',
+  'launch_modes',
+  'access_token_ttl',
+  'refresh_token_ttl',
+  'client_id',
+  'client_secret',
+  'software_statement',
+  'status',
+  'minimum_acr',
+];
+
+/** Plausible and hostile values for any field: right types with wrong content, wrong types, deep nesting. */
+const fieldValue = fc.oneof(
+  fc.jsonValue({ maxDepth: 3 }),
+  fc.constantFrom(
+    'https://app.example/cb',
+    'http://127.0.0.1:8765/callback',
+    ['https://app.example/cb'],
+    ['https://app.example/cb#x'],
+    ['javascript:alert(1)'],
+    ['authorization_code', 'refresh_token'],
+    ['client_credentials'],
+    ['authorization_code', 'authorization_code'],
+    'none',
+    'private_key_jwt',
+    'client_secret_basic',
+    'openid launch/patient patient/*.rs',
+    'openid custos:admin',
+    { keys: [{ kty: 'RSA', n: 'AQAB', e: 'AQAB' }] },
+    { keys: [] },
+    { keys: [{ kty: 'EC', crv: 'P-256', x: 1 }] },
+    ['ehr', 'standalone'],
+    ['me@example.org'],
+    30,
+    3600,
+    -1,
+    1e308,
+    '',
+    'x'.repeat(5000),
+    'a\u0000b',
+    '\ud800',
+    ['a\u0000'],
+    { __proto__: null, nested: { deeper: ['\u0000'] } },
+  ),
+);
+const metadataPatch = fc.dictionary(fc.constantFrom(...FIELDS), fieldValue, { minKeys: 1, maxKeys: 4 });
 
 describe('dynamic client registration refuses hostile bodies without a server error or a write', () => {
   let server: TestServer;
@@ -101,5 +167,48 @@ describe('dynamic client registration refuses hostile bodies without a server er
       }
     }
     assert.deepEqual([await count('clients'), await count('accounts')], [clients, accounts]);
+  });
+
+  it('property: any mix of metadata fields and values is a 201 or a precise 400, and a 400 writes nothing', async () => {
+    const tally = { created: 0, refused: 0, updated: 0, updateRefused: 0 };
+    const created = await send(`${server.issuer}/register`, 'POST', await issueToken(), JSON.stringify(METADATA));
+    const reg = (await created.json()) as { client_id: string; registration_client_uri: string; registration_access_token: string };
+    await fc.assert(
+      fc.asyncProperty(metadataPatch, async (patch) => {
+        const body = JSON.stringify({ ...METADATA, ...patch });
+        const token = await issueToken();
+        const clients = await count('clients');
+        const res = await send(`${server.issuer}/register`, 'POST', token, body);
+        const json = (await res.json()) as Record<string, unknown>;
+        if (res.status === 201) {
+          tally.created += 1;
+          assert.equal(await count('clients'), clients + 1);
+          // What was registered is what a later read returns.
+          const read = await fetch(String(json.registration_client_uri), { headers: { authorization: `Bearer ${String(json.registration_access_token)}` } });
+          assert.equal(read.status, 200);
+          assert.equal(((await read.json()) as Record<string, unknown>).client_name, json.client_name);
+        } else {
+          tally.refused += 1;
+          assert.equal(res.status, 400, `${body.slice(0, 300)} -> ${res.status} ${JSON.stringify(json)}`);
+          assert.ok(['invalid_client_metadata', 'invalid_redirect_uri', 'invalid_request'].includes(String(json.error)), JSON.stringify(json));
+          assert.ok(typeof json.error_description === 'string' && json.error_description.length > 0);
+          assert.equal(await count('clients'), clients, 'nothing written');
+        }
+        // RFC 7592 update of one registered client with the same metadata.
+        const before = await server.running.services.clients.get(reg.client_id);
+        const put = await send(reg.registration_client_uri, 'PUT', reg.registration_access_token, JSON.stringify({ ...METADATA, ...patch, client_id: reg.client_id }));
+        const putJson = (await put.json()) as Record<string, unknown>;
+        if (put.status === 200) {
+          tally.updated += 1;
+        } else {
+          tally.updateRefused += 1;
+          assert.equal(put.status, 400, `${JSON.stringify(patch).slice(0, 300)} -> PUT ${put.status} ${JSON.stringify(putJson)}`);
+          assert.deepEqual(await server.running.services.clients.get(reg.client_id), before, 'a refused update changes nothing');
+        }
+      }),
+      { numRuns: 300 },
+    );
+    // Both outcomes happened, so the property checked both branches.
+    assert.ok(tally.created > 0 && tally.refused > 0, JSON.stringify(tally));
   });
 });

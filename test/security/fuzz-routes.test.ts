@@ -18,14 +18,18 @@
  *   - login_throttle and rate_limits: counters of failed logins and requests, which is their job.
  * Requests that are accepted (a 2xx page, an authorization request that starts an interaction,
  * `active: false` from introspection, RFC 7009's 200 for an unknown token) move the baseline.
+ *
+ * About 3,200 cases run in about a minute on PGlite. FUZZ_RUNS_FACTOR=10 runs ten times as many
+ * (a nightly job); FUZZ_LOG_ALL=1 logs every problem and carries on instead of stopping at the
+ * first, which helps when triaging a batch of findings.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { adminPagesAgent, adminToken, createAdminTool, createMfaAdmin } from '../helpers/admin.ts';
-import { codeFlow, discover, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
-import { UserAgent, csrfTokenOf } from '../helpers/browserless.ts';
+import { codeFlow, discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
+import { UserAgent, csrfTokenOf, formActionOf, formDefaults } from '../helpers/browserless.ts';
 
 const STATE_TABLES = [
   'clients',
@@ -55,6 +59,8 @@ const REFUSAL_EVENTS = new Set(['token.refused', 'introspection.refused', 'revoc
 /** Stack frames, module paths and raw error names: what an unhandled error would leak. */
 const LEAK = /\n\s+at [^\n]*[(:]\d|node_modules|\/work\/|file:\/\/\/|\b(TypeError|SyntaxError|ReferenceError|RangeError|ZodError|DatabaseError)\b|invalid byte sequence|violates (not-null|unique|check)/;
 const INJECTED_HEADER = 'x-fuzz-injected';
+const RUNS_FACTOR = Number(process.env.FUZZ_RUNS_FACTOR ?? 1);
+const runs = (n: number) => Math.max(1, Math.round(n * RUNS_FACTOR));
 
 const NASTY: string[] = [
   '',
@@ -149,7 +155,7 @@ const OAUTH_PARAMS = [
   'login_hint',
   'authorization_details',
 ];
-const PAGE_PARAMS = ['_csrf', 'username', 'password', 'code', 'recovery_code', 'patient', 'scope', 'scopes', 'limits', 'remember', 'action', 'reason', 'grace', 'q', 'status', 'limit', 'cursor', 'sort', 'order', 'type', 'from', 'to', 'done', 'role', 'disabled', 'category', 'verified', 'origin', 'unused_days', 'client_name', 'redirect_uris', 'jwks', 'contacts', 'fhir_id', 'note', 'expires_in', 'hidden', 'labels', 'confirm'];
+const PAGE_PARAMS = ['_csrf', 'actor', 'username', 'password', 'code', 'recovery_code', 'patient', 'scope', 'scopes', 'limits', 'remember', 'action', 'reason', 'grace', 'q', 'status', 'limit', 'cursor', 'sort', 'order', 'type', 'from', 'to', 'done', 'role', 'disabled', 'category', 'verified', 'origin', 'unused_days', 'client_name', 'redirect_uris', 'jwks', 'contacts', 'fhir_id', 'note', 'expires_in', 'hidden', 'labels', 'confirm'];
 const PARAM_NAMES = [...OAUTH_PARAMS, ...PAGE_PARAMS];
 
 const paramName = fc.oneof({ weight: 5, arbitrary: fc.constantFrom(...PARAM_NAMES) }, { weight: 1, arbitrary: hostileString.map((s) => s.slice(0, 50)) });
@@ -214,10 +220,45 @@ interface Credentials {
   /** A live interaction's URL path and its login form's CSRF token. */
   interaction: { path: string; csrf: string; agent: UserAgent };
   adminPages: { agent: UserAgent; csrf: string };
+  /** A patient signed in to the account pages. */
+  accountPages: { agent: UserAgent; csrf: string };
+  /** Client-credentials tokens of a resource server (custos:introspect) and an EHR (custos:ehr-launch). */
+  resourceServerToken: string;
+  ehrToken: string;
+  /** A dynamically registered client and its RFC 7592 registration access token. */
+  registered: { clientId: string; token: string };
 }
 
-type Auth = 'none' | 'hostile-bearer' | 'patient' | 'admin' | 'client-basic' | 'hostile-basic' | 'admin-session' | 'interaction';
-const auth = fc.constantFrom<Auth>('none', 'none', 'hostile-bearer', 'patient', 'admin', 'client-basic', 'hostile-basic', 'admin-session', 'interaction');
+type Auth =
+  | 'none'
+  | 'hostile-bearer'
+  | 'patient'
+  | 'admin'
+  | 'client-basic'
+  | 'hostile-basic'
+  | 'admin-session'
+  | 'account-session'
+  | 'interaction'
+  | 'resource-server'
+  | 'ehr'
+  | 'initial-token'
+  | 'registration';
+const auth = fc.constantFrom<Auth>(
+  'none',
+  'none',
+  'hostile-bearer',
+  'patient',
+  'admin',
+  'client-basic',
+  'hostile-basic',
+  'admin-session',
+  'account-session',
+  'interaction',
+  'resource-server',
+  'ehr',
+  'initial-token',
+  'registration',
+);
 
 interface Case {
   method: string;
@@ -359,6 +400,20 @@ const fuzzCase: fc.Arbitrary<Case> = fc
   })
   .map(({ route: r, ...rest }) => ({ ...r, ...rest }));
 
+/** A browser-like agent signed in to the account pages as `who` (password, then the consent page if shown). */
+async function accountPagesAgent(server: TestServer, who: { username: string; password: string }) {
+  const agent = new UserAgent();
+  let res = await agent.follow(`${server.issuer}/account`, server.issuer);
+  for (let step = 0; step < 4 && res.status === 200 && !new URL(res.url).pathname.startsWith('/account'); step += 1) {
+    const action = res.body.includes('/login"') ? formActionOf(res.body, 'login') : formActionOf(res.body, 'confirm');
+    const form = res.body.includes('/login"') ? { _csrf: csrfTokenOf(res.body), username: who.username, password: who.password } : formDefaults(res.body, 'confirm');
+    res = await agent.request(new URL(action, server.issuer).toString(), { form });
+    if (res.location) res = await agent.follow(res.location, server.issuer);
+  }
+  if (res.status !== 200 || !new URL(res.url).pathname.startsWith('/account')) throw new Error(`account sign-in did not finish: ${res.status} ${res.url}`);
+  return { agent, csrf: csrfTokenOf(res.body) };
+}
+
 describe('fuzzing every public route: no 5xx, no leaked internals, no writes from refused requests', { timeout: 600_000 }, () => {
   let server: TestServer;
   let creds: Credentials;
@@ -376,7 +431,10 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
     return line;
   }
 
-  const db = () => server.running.services.db;
+  /** The server under test: the main one, or for authorize-post the one behind an https proxy. */
+  let current: TestServer;
+  let proxyHeaders: Record<string, string> = {};
+  const db = () => current.running.services.db;
 
   async function checksum(): Promise<string> {
     const parts = STATE_TABLES.map((t) => `(select count(*) || ':' || md5(coalesce(string_agg(x::text, '|' order by x::text), '')) from ${t === 'oidc_payloads' ? PAYLOAD_COLUMNS : t} x)`);
@@ -397,9 +455,9 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
   }
 
   async function send(c: Case): Promise<{ status: number; text: string; headers: Headers; url: string }> {
-    const url = new URL(c.path, server.issuer);
+    const url = new URL(c.path, current.issuer.replace(/^https:/, 'http:'));
     url.search = new URLSearchParams(c.query).toString();
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { ...proxyHeaders };
     if (c.accept) headers.accept = c.accept;
     if (c.origin) headers.origin = c.origin;
     if (c.cookie) headers.cookie = c.cookie;
@@ -422,9 +480,33 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
       case 'client-basic':
         headers.authorization = basic(creds.clientId, creds.clientSecret);
         break;
+      case 'resource-server':
+        headers.authorization = `Bearer ${creds.resourceServerToken}`;
+        break;
+      case 'ehr':
+        headers.authorization = `Bearer ${creds.ehrToken}`;
+        break;
+      case 'initial-token': {
+        // A fresh single-use token each time; issuing it is not the case's write, so re-baseline.
+        headers.authorization = `Bearer ${(await server.running.services.initialTokens.issue({ expiresIn: 600 }, { actor: 'fuzz' })).token}`;
+        baseline = await checksum();
+        await newEvents();
+        break;
+      }
+      case 'registration':
+        headers.authorization = `Bearer ${creds.registered.token}`;
+        // Its own management URL (deleting it would end these cases, so DELETE becomes GET).
+        if (url.pathname.startsWith('/register/')) {
+          url.pathname = `/register/${creds.registered.clientId}`;
+          if (c.method === 'DELETE') c = { ...c, method: 'GET' };
+        }
+        break;
       case 'admin-session':
+      case 'account-session':
       case 'interaction': {
-        const { agent, csrf } = c.auth === 'admin-session' ? creds.adminPages : creds.interaction;
+        // Signing out would end every later case's session.
+        if (url.pathname.endsWith('/logout')) break;
+        const { agent, csrf } = c.auth === 'admin-session' ? creds.adminPages : c.auth === 'account-session' ? creds.accountPages : creds.interaction;
         const cookie = await agent.jar.getCookieString(url.toString());
         if (cookie) headers.cookie = cookie;
         form = [['_csrf', csrf]];
@@ -474,6 +556,7 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
 
   before(async () => {
     server = await startTestServer({ env: { METRICS_TOKEN: 'm'.repeat(40), FHIR_BASE_URLS: 'https://fhir.example.org/r4', TRUST_PROXY: 'true' } });
+    current = server;
     const patient = await server.createAccount({ username: 'fuzzpatient', role: 'patient', fhirId: 'fuzz-1' });
     const web = await server.createClient({ client_name: 'Fuzz Web', redirect_uris: [REDIRECT_URI], scope: 'openid fhirUser launch/patient patient/*.rs offline_access' });
     const webConfig = await discover(server.issuer, web.clientId, web.clientSecret);
@@ -487,7 +570,23 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
     const flow = await startCodeFlow(webConfig, { scope: 'openid' });
     const login = await agent.follow(flow.url.toString(), server.issuer);
     assert.equal(login.status, 200);
+    const accountPages = await accountPagesAgent(server, patient);
+    const rs = await server.createClient({ client_name: 'Fuzz RS', grant_types: ['client_credentials'], scope: 'custos:introspect' });
+    const ehr = await server.createClient({ client_name: 'Fuzz EHR', grant_types: ['client_credentials'], scope: 'custos:ehr-launch' });
+    const cc = async (c: { clientId: string; clientSecret?: string }, scope: string) =>
+      (await oidc.clientCredentialsGrant(await discover(server.issuer, c.clientId, c.clientSecret), { scope })).access_token;
+    const iat = (await server.running.services.initialTokens.issue({ expiresIn: 600 }, { actor: 'fuzz' })).token;
+    const registration = await fetch(`${server.issuer}/register`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${iat}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ client_name: 'Fuzz Registered', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' }),
+    });
+    const registered = (await registration.json()) as { client_id: string; registration_access_token: string };
     creds = {
+      accountPages,
+      resourceServerToken: await cc(rs, 'custos:introspect'),
+      ehrToken: await cc(ehr, 'custos:ehr-launch'),
+      registered: { clientId: registered.client_id, token: registered.registration_access_token },
       clientId: web.clientId,
       clientSecret: web.clientSecret!,
       patientToken: tokens.access_token,
@@ -510,7 +609,7 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
       fc.asyncProperty(fuzzCase, async (c) => {
         await check(c);
       }),
-      { numRuns: 2500, endOnFailure: true },
+      { numRuns: runs(2500), endOnFailure: true },
     );
     t.diagnostic(summary());
   });
@@ -533,25 +632,47 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
           forwarded: [ip, 'http', ''],
         });
       }),
-      { numRuns: 300, endOnFailure: true },
+      { numRuns: runs(300), endOnFailure: true },
     );
     t.diagnostic(summary());
   });
 
-  it('authorization requests from a real client with hostile extra parameters (GET and POST)', async (t) => {
-    const request = fc.record({ extra: params, post: fc.boolean(), pkce: fc.boolean() });
+  it('the provider\'s client-authenticated endpoints (/token, introspection, revocation, PAR) with hostile forms', async (t) => {
+    const form = fc.record({
+      path: fc.constantFrom('/token', '/token/introspection', '/token/revocation', '/request'),
+      grant: fc.constantFrom('authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:device_code', 'password', 'implicit', ''),
+      extra: params,
+      auth: fc.constantFrom<Auth>('client-basic', 'client-basic', 'hostile-basic', 'patient', 'resource-server'),
+      hostileAuth: hostileString,
+      type: fc.constantFrom('application/x-www-form-urlencoded', 'application/x-www-form-urlencoded', 'application/json'),
+    });
     await fc.assert(
-      fc.asyncProperty(request, async ({ extra, post, pkce }) => {
+      fc.asyncProperty(form, async ({ path, grant, extra, auth: how, hostileAuth, type }) => {
+        const fields: [string, string][] = [['grant_type', grant], ['redirect_uri', REDIRECT_URI], ['client_id', creds.clientId], ...extra];
+        const data = type === 'application/json' ? JSON.stringify(Object.fromEntries(fields)) : new URLSearchParams(fields).toString();
+        await check({ method: 'POST', path, query: [], body: { kind: 'raw', type, data }, auth: how, hostileAuth, accept: 'application/json', origin: undefined, cookie: undefined, forwarded: undefined });
+      }),
+      { numRuns: runs(400), endOnFailure: true },
+    );
+    t.diagnostic(summary());
+  });
+
+  /** GET or POST /auth from a real client (so its redirect URI is trusted), plus hostile parameters. */
+  async function authorizationProperty(clientId: string, methods: readonly ('GET' | 'POST')[], numRuns: number) {
+    const request = fc.record({ extra: params, method: fc.constantFrom(...methods), pkce: fc.boolean() });
+    await fc.assert(
+      fc.asyncProperty(request, async ({ extra, method, pkce }) => {
         const base: [string, string][] = [
-          ['client_id', creds.clientId],
+          ['client_id', clientId],
           ['redirect_uri', REDIRECT_URI],
           ['response_type', 'code'],
           ['scope', 'openid'],
           ...(pkce ? ([['code_challenge', 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM'], ['code_challenge_method', 'S256']] as [string, string][]) : []),
         ];
         const all = [...base, ...extra];
+        const post = method === 'POST';
         await check({
-          method: post ? 'POST' : 'GET',
+          method,
           path: '/auth',
           query: post ? [] : all,
           body: post ? { kind: 'raw', type: 'application/x-www-form-urlencoded', data: new URLSearchParams(all).toString() } : { kind: 'none' },
@@ -563,8 +684,30 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
           forwarded: undefined,
         });
       }),
-      { numRuns: 400, endOnFailure: true },
+      { numRuns: runs(numRuns), endOnFailure: true },
     );
+  }
+
+  it('authorization requests from a real client with hostile extra parameters (GET)', async (t) => {
+    await authorizationProperty(creds.clientId, ['GET'], 300);
+    t.diagnostic(summary());
+  });
+
+  it('authorize-post (SMART; only offered over https): POST and GET /auth behind an https proxy', async (t) => {
+    const secure = await startTestServer({ behindHttpsProxy: true });
+    try {
+      const app = await secure.createClient({ client_name: 'Fuzz Secure Web', redirect_uris: [REDIRECT_URI], scope: 'openid' });
+      current = secure;
+      proxyHeaders = { 'x-forwarded-proto': 'https' };
+      baseline = await checksum();
+      lastEventId = 0;
+      await newEvents();
+      await authorizationProperty(app.clientId, ['POST', 'POST', 'GET'], 300);
+    } finally {
+      current = server;
+      proxyHeaders = {};
+      await secure.close();
+    }
     t.diagnostic(summary());
   });
 });
