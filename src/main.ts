@@ -78,6 +78,7 @@ export async function openServices(config: Config, log: Logger, overrides: Servi
     caps: { accessToken: config.ttl.accessToken, refreshToken: config.ttl.refreshToken },
     revokeArtifacts: deleteClientPayloads,
     clock,
+    onUsageError: (err) => log.warn({ err }, 'writing client usage counts failed; they will be tried again'),
   });
   const kek = config.secrets.keyEncryptionKey;
   const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
@@ -315,6 +316,7 @@ export async function startServer(
         await limiterStore.close();
         server.closeAllConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
+        await clients.flushUsage().catch((err: unknown) => log.warn({ err }, 'client usage counts lost at shutdown'));
         await closeDatabase(db);
       },
     };

@@ -168,8 +168,14 @@ export interface ClientRegistry {
   transition(clientId: string, action: LifecycleAction, by: Actor, details?: Record<string, string>): Promise<RegisteredClient>;
   /** A new secret (returned once); the old one keeps working for `graceSeconds` (0 to 86400). */
   rotateSecret(clientId: string, graceSeconds: number, by: Actor): Promise<{ client: RegisteredClient; clientSecret: string }>;
-  /** Counts a token response for the inventory and marks the client used. */
+  /**
+   * Counts a token response for the inventory and marks the client used. Counts are kept in
+   * memory and written together within `USAGE_FLUSH_MS` (reads through this registry see them at
+   * once), so the token path does not queue on the client's row lock.
+   */
   recordTokenIssued(clientId: string): Promise<void>;
+  /** Writes the counts `recordTokenIssued` is holding (call before shutting down). */
+  flushUsage(): Promise<void>;
   usage(clientIds: readonly string[], now?: Date): Promise<Map<string, ClientUsage>>;
   /** Suspends approved clients (not Custos's own) unused for `days` days at `now`; returns their ids. */
   suspendUnused(days: number, now: Date, by: Actor): Promise<string[]>;
@@ -189,7 +195,15 @@ export interface ClientRegistryOptions {
   /** Deletes every provider artifact (grants, codes, tokens) of a client inside `trx`; returns how many. */
   revokeArtifacts?: (trx: Knex.Transaction, clientId: string) => Promise<number>;
   clock?: () => Date;
+  /** Told when writing the usage counts failed (they are kept and tried again). */
+  onUsageError?: (err: unknown) => void;
 }
+
+/**
+ * How long token counts wait in memory before they are written. Usage figures are for the
+ * inventory and the stale-client sweep (whose unit is days); a crash loses at most this much.
+ */
+export const USAGE_FLUSH_MS = 2000;
 
 const CLIENT_ID = /^[A-Za-z0-9_-]{1,128}$/;
 const DAY_MS = 86_400_000;
@@ -258,6 +272,47 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
     return row;
   }
 
+  // Token counts per client not yet written, and the write in progress (writes never overlap).
+  const pendingUsage = new Map<string, number>();
+  let usageWrite: Promise<void> = Promise.resolve();
+  let usageTimer: NodeJS.Timeout | undefined;
+
+  async function writeUsage(batch: [string, number][]): Promise<void> {
+    const values = batch.map(() => '(?, ?::integer)').join(', ');
+    const bindings = batch.flat();
+    await db.transaction(async (trx) => {
+      // A client deleted meanwhile is skipped, as the single-row version skipped it.
+      await trx('clients').whereIn('client_id', batch.map(([id]) => id)).update({ last_used_at: trx.fn.now() });
+      await trx.raw(
+        `insert into client_usage_hourly (client_id, hour, tokens)
+         select v.client_id, date_trunc('hour', now()), v.n from (values ${values}) as v (client_id, n)
+         join clients c on c.client_id = v.client_id
+         on conflict (client_id, hour) do update set tokens = client_usage_hourly.tokens + excluded.tokens`,
+        bindings,
+      );
+    });
+  }
+
+  function flushUsage(): Promise<void> {
+    if (usageTimer) {
+      clearTimeout(usageTimer);
+      usageTimer = undefined;
+    }
+    const run = usageWrite.then(async () => {
+      if (pendingUsage.size === 0) return;
+      const batch = [...pendingUsage];
+      pendingUsage.clear();
+      try {
+        await writeUsage(batch);
+      } catch (err) {
+        for (const [id, n] of batch) pendingUsage.set(id, (pendingUsage.get(id) ?? 0) + n);
+        throw err;
+      }
+    });
+    usageWrite = run.catch(() => {});
+    return run;
+  }
+
   const registry: ClientRegistry = {
     async create(input, options = {}) {
       const metadata = parseMetadata(input);
@@ -314,18 +369,21 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
     },
 
     async get(clientId) {
+      if (pendingUsage.has(clientId)) await flushUsage();
       if (!CLIENT_ID.test(clientId)) return undefined;
       const row = await db('clients').where({ client_id: clientId }).first();
       return row ? toClient(row, clock()) : undefined;
     },
 
     async list({ limit, after }) {
+      await flushUsage();
       const q = db('clients').orderBy('client_id').limit(limit);
       if (after) q.where('client_id', '>', after);
       return (await q).map((r: ClientRow) => toClient(r, clock()));
     },
 
     async search(s) {
+      await flushUsage();
       const sort = SORT_EXPR[s.sort ?? 'name'];
       const desc = s.order === 'desc';
       const q = db('clients')
@@ -469,18 +527,20 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
 
     async recordTokenIssued(clientId) {
       if (!CLIENT_ID.test(clientId)) return;
-      await db.transaction(async (trx) => {
-        const updated = await trx('clients').where({ client_id: clientId }).update({ last_used_at: trx.fn.now() }, ['client_id']);
-        if (updated.length !== 1) return;
-        await trx.raw(
-          `insert into client_usage_hourly (client_id, hour, tokens) values (?, date_trunc('hour', now()), 1)
-           on conflict (client_id, hour) do update set tokens = client_usage_hourly.tokens + 1`,
-          [clientId],
-        );
-      });
+      pendingUsage.set(clientId, (pendingUsage.get(clientId) ?? 0) + 1);
+      if (!usageTimer) {
+        usageTimer = setTimeout(() => {
+          usageTimer = undefined;
+          flushUsage().catch((err: unknown) => opts.onUsageError?.(err));
+        }, USAGE_FLUSH_MS);
+        usageTimer.unref();
+      }
     },
 
+    flushUsage,
+
     async usage(clientIds, now = clock()) {
+      await flushUsage();
       const result = new Map<string, ClientUsage>();
       if (clientIds.length === 0) return result;
       const rows: { client_id: string; day: string | number; month: string | number }[] = await db('client_usage_hourly')
@@ -498,6 +558,7 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
     },
 
     async suspendUnused(days, now, by) {
+      await flushUsage();
       const rows: { client_id: string }[] = await db('clients')
         .where({ status: 'approved' })
         .whereNot({ origin: 'system' })
