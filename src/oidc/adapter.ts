@@ -22,8 +22,11 @@ function fromRow(row: PayloadRow | undefined): AdapterPayload | undefined {
   return row.consumed_at ? { ...row.payload, consumed: epoch(row.consumed_at) } : row.payload;
 }
 
-/** Called in the transaction that stores a new access token, so its audit event commits with it. */
-export type TokenSavedHook = (trx: Knex.Transaction, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload) => Promise<void>;
+/**
+ * Stores a new access token: runs `write` (the token's INSERT) together with its audit event, so
+ * the event exists exactly when the token does.
+ */
+export type TokenSavedHook = (write: Knex.QueryBuilder, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload) => Promise<void>;
 
 /** Builds the adapter class oidc-provider instantiates once per model name. */
 export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSaved?: TokenSavedHook) {
@@ -47,10 +50,7 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSave
       };
       const kind = this.kind;
       if (onTokenSaved && (kind === 'AccessToken' || kind === 'ClientCredentials')) {
-        await db.transaction(async (trx) => {
-          await trx(TABLE).insert(row);
-          await onTokenSaved(trx, kind, payload);
-        });
+        await onTokenSaved(db(TABLE).insert(row), kind, payload);
         return;
       }
       await db(TABLE).insert(row).onConflict(['kind', 'id']).merge(['payload', 'grant_id', 'uid', 'user_code', 'expires_at']);
