@@ -28,8 +28,67 @@ function fromRow(row: PayloadRow | undefined): AdapterPayload | undefined {
  */
 export type TokenSavedHook = (write: Knex.QueryBuilder, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload) => Promise<void>;
 
+/** Most (kind, id) pairs one lookup query asks for; more wait for the next. */
+const MAX_BATCH = 100;
+
+/**
+ * Reads by primary key, gathered: every `find` asked for in the same turn of the event loop
+ * goes to the database in one query. oidc-provider looks a presented token up as an access
+ * token, a client-credentials token and a refresh token at once (introspection, revocation,
+ * userinfo), and concurrent requests look up their own tokens: one round trip serves them all.
+ */
+function batchedFinder(db: Knex) {
+  let pending = new Map<string, { kind: string; id: string; waiters: ((row: PayloadRow | undefined) => void)[]; fail: ((err: unknown) => void)[] }>();
+  let scheduled = false;
+
+  async function run(batch: typeof pending) {
+    const entries = [...batch.values()];
+    try {
+      const rows: (PayloadRow & { kind: string; id: string })[] = await db(TABLE)
+        .select('kind', 'id', 'payload', 'consumed_at', 'expires_at')
+        .whereIn(['kind', 'id'], entries.map((e) => [e.kind, e.id]));
+      const found = new Map(rows.map((r) => [`${r.kind}\u0000${r.id}`, r]));
+      for (const e of entries) {
+        const row = found.get(`${e.kind}\u0000${e.id}`);
+        // Concurrent lookups of one token each get their own copy of what was read.
+        e.waiters.forEach((w, i) => w(i === 0 || !row ? row : structuredClone(row)));
+      }
+    } catch (err) {
+      for (const e of entries) for (const f of e.fail) f(err);
+    }
+  }
+
+  function flush() {
+    scheduled = false;
+    const all = pending;
+    pending = new Map();
+    const keys = [...all.keys()];
+    for (let i = 0; i < keys.length; i += MAX_BATCH) {
+      void run(new Map(keys.slice(i, i + MAX_BATCH).map((k) => [k, all.get(k)!])));
+    }
+  }
+
+  return (kind: string, id: string) =>
+    new Promise<PayloadRow | undefined>((resolve, reject) => {
+      const key = `${kind}\u0000${id}`;
+      let entry = pending.get(key);
+      if (!entry) {
+        entry = { kind, id, waiters: [], fail: [] };
+        pending.set(key, entry);
+      }
+      entry.waiters.push(resolve);
+      entry.fail.push(reject);
+      if (!scheduled) {
+        scheduled = true;
+        // After the current callbacks and their promise chains: lookups started together meet here.
+        setImmediate(flush);
+      }
+    });
+}
+
 /** Builds the adapter class oidc-provider instantiates once per model name. */
 export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSaved?: TokenSavedHook) {
+  const findRow = batchedFinder(db);
   return class KnexAdapter implements Adapter {
     readonly kind: string;
 
@@ -58,7 +117,7 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSave
 
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.kind === 'Client') return clients.findForProvider(id);
-      return fromRow(await db(TABLE).select('payload', 'consumed_at', 'expires_at').where({ kind: this.kind, id }).first());
+      return fromRow(await findRow(this.kind, id));
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {
