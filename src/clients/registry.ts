@@ -200,6 +200,15 @@ export interface ClientRegistryOptions {
 }
 
 /**
+ * How long an instance may answer the provider from what it last read about a client. A change
+ * made through this instance's registry applies at once; one made on another instance (a
+ * suspension, a secret rotation) reaches this one within this bound, and so does the end of
+ * every token the suspended client holds (the adapter checks a token's client through here).
+ */
+export const CLIENT_CACHE_MS = 3000;
+const CLIENT_CACHE_MAX = 10_000;
+
+/**
  * How long token counts wait in memory before they are written. Usage figures are for the
  * inventory and the stale-client sweep (whose unit is days); a crash loses at most this much.
  */
@@ -311,6 +320,47 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
     });
     usageWrite = run.catch(() => {});
     return run;
+  }
+
+  // What the provider was last told about each client, and when; `generation` moves on every
+  // local change so that a read begun before the change cannot store its stale answer after it.
+  const providerCache = new Map<string, { at: number; value: Promise<Record<string, unknown> | undefined> }>();
+  let generation = 0;
+  const forget = () => {
+    generation += 1;
+    providerCache.clear();
+  };
+  /** Runs a change to clients, forgetting what the provider was told before and after it commits. */
+  async function changing<T>(change: () => Promise<T>): Promise<T> {
+    forget();
+    try {
+      return await change();
+    } finally {
+      forget();
+    }
+  }
+
+  async function loadForProvider(clientId: string): Promise<Record<string, unknown> | undefined> {
+    const row: ClientRow | undefined = await db('clients').where({ client_id: clientId, status: 'approved' }).first();
+    if (!row) return undefined;
+    // The provider only knows its static scopes; the whole ceiling, SMART resource scopes
+    // included, travels as our own metadata field and is applied by scope negotiation.
+    const ceiling = (row.metadata.scope ?? '').split(' ').filter(Boolean);
+    const statics = ceiling.filter((s) => !/^(patient|user|system)\//.test(s));
+    const { owner: _owner, ...providerMetadata } = row.metadata;
+    const previous =
+      row.previous_secret_hash && row.previous_secret_expires_at && row.previous_secret_expires_at > clock()
+        ? { client_secret_previous: row.previous_secret_hash, client_secret_previous_expires_at: Math.floor(row.previous_secret_expires_at.getTime() / 1000) }
+        : {};
+    return {
+      ...providerMetadata,
+      scope: statics.join(' ') || undefined,
+      scope_ceiling: row.metadata.scope,
+      client_id: row.client_id,
+      ...(row.secret_hash ? { client_secret: row.secret_hash, ...previous } : {}),
+      application_type: 'web',
+      response_types: row.metadata.grant_types.includes('authorization_code') ? ['code'] : [],
+    };
   }
 
   const registry: ClientRegistry = {
@@ -591,31 +641,31 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
 
     async findForProvider(clientId) {
       if (!CLIENT_ID.test(clientId)) return undefined;
-      const row: ClientRow | undefined = await db('clients').where({ client_id: clientId, status: 'approved' }).first();
-      if (!row) return undefined;
-      // The provider only knows its static scopes; the whole ceiling, SMART resource scopes
-      // included, travels as our own metadata field and is applied by scope negotiation.
-      const ceiling = (row.metadata.scope ?? '').split(' ').filter(Boolean);
-      const statics = ceiling.filter((s) => !/^(patient|user|system)\//.test(s));
-      const { owner: _owner, ...providerMetadata } = row.metadata;
-      const previous =
-        row.previous_secret_hash && row.previous_secret_expires_at && row.previous_secret_expires_at > clock()
-          ? { client_secret_previous: row.previous_secret_hash, client_secret_previous_expires_at: Math.floor(row.previous_secret_expires_at.getTime() / 1000) }
-          : {};
-      return {
-        ...providerMetadata,
-        scope: statics.join(' ') || undefined,
-        scope_ceiling: row.metadata.scope,
-        client_id: row.client_id,
-        ...(row.secret_hash ? { client_secret: row.secret_hash, ...previous } : {}),
-        application_type: 'web',
-        response_types: row.metadata.grant_types.includes('authorization_code') ? ['code'] : [],
-      };
+      const now = clock().getTime();
+      const cached = providerCache.get(clientId);
+      if (cached && now - cached.at >= 0 && now - cached.at < CLIENT_CACHE_MS) return structuredClone(await cached.value);
+      const started = generation;
+      const value = loadForProvider(clientId);
+      if (providerCache.size >= CLIENT_CACHE_MAX) providerCache.delete(providerCache.keys().next().value!);
+      providerCache.set(clientId, { at: now, value });
+      try {
+        const loaded = await value;
+        if (started !== generation) providerCache.delete(clientId);
+        return structuredClone(loaded);
+      } catch (err) {
+        if (providerCache.get(clientId)?.value === value) providerCache.delete(clientId);
+        throw err;
+      }
     },
 
     verifySecret(storedHash, presented) {
       return verifyClientSecret(secretPepper, storedHash, presented);
     },
   };
+  // Every change to clients goes through `changing`, so this instance never answers from before it.
+  for (const name of ['create', 'ensureInternal', 'update', 'transition', 'rotateSecret', 'deleteSelf'] as const) {
+    const change = registry[name] as (...args: unknown[]) => Promise<unknown>;
+    (registry as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => changing(() => change.apply(registry, args));
+  }
   return registry;
 }

@@ -28,6 +28,9 @@ function fromRow(row: PayloadRow | undefined): AdapterPayload | undefined {
  */
 export type TokenSavedHook = (write: Knex.QueryBuilder, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload) => Promise<void>;
 
+/** Models that are issued to a client and must not outlive its approval. */
+const ISSUED_TO_CLIENT = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken', 'AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PushedAuthorizationRequest']);
+
 /** Most (kind, id) pairs one lookup query asks for; more wait for the next. */
 const MAX_BATCH = 100;
 
@@ -117,7 +120,12 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSave
 
     async find(id: string): Promise<AdapterPayload | undefined> {
       if (this.kind === 'Client') return clients.findForProvider(id);
-      return fromRow(await findRow(this.kind, id));
+      const payload = fromRow(await findRow(this.kind, id));
+      // Whatever a client holds ends with the client: a token another instance issued while it
+      // had not yet seen a suspension is refused everywhere once the client registry's short
+      // cache (CLIENT_CACHE_MS) has moved on.
+      if (payload?.clientId && ISSUED_TO_CLIENT.has(this.kind) && !(await clients.findForProvider(payload.clientId))) return undefined;
+      return payload;
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {

@@ -114,11 +114,13 @@ describe('knex adapter for oidc-provider', () => {
   it('reads clients from the registry, approved ones only', async () => {
     const registry = createClientRegistry(db, Buffer.alloc(32, 1), { audit: createAuditTrail(db) });
     const { client } = await registry.create({ client_name: 'Registry App', grant_types: ['client_credentials'] });
-    const clients = new Adapter('Client');
+    const clients = new (createKnexAdapter(db, registry))('Client');
     const found = await clients.find(client.clientId);
     assert.equal(found?.client_id, client.clientId);
     assert.match(String(found?.client_secret), /^hmac-sha256\$/, 'the provider sees only the hash');
-    await db('clients').where({ client_id: client.clientId }).update({ status: 'suspended' });
+    // Suspended through the same registry (this instance): refused at once. Other instances
+    // follow within CLIENT_CACHE_MS (test/clients/provider-cache.test.ts).
+    await registry.transition(client.clientId, 'suspend', { actor: 'test' });
     assert.equal(await clients.find(client.clientId), undefined);
     await assert.rejects(clients.upsert(client.clientId, {}, 60));
   });
