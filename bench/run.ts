@@ -12,7 +12,8 @@
  * Options: --quick (about 2 s per scenario, small seed: what CI runs), --duration=<s>,
  * --connections=<n>, --flow-concurrency=<n>, --users=<n>, --clients=<n>,
  * --only=<scenario,...>, --profile[=<dir>] (writes a V8 CPU profile of the server; read it with
- * `node bench/profile-top.ts <file>`).
+ * `node bench/profile-top.ts <file>`), --server=<dir> (run the server of another checkout of
+ * Custos with the same schema, e.g. the commit before a change, against the same seed).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, createWriteStream, readFileSync, mkdirSync } from 'node:fs';
@@ -41,6 +42,7 @@ const { values: args } = parseArgs({
     clients: { type: 'string' },
     only: { type: 'string' },
     profile: { type: 'string' },
+    server: { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -143,7 +145,7 @@ function serverEnv(port: number, database: BenchDatabase): Record<string, string
 
 async function startChild(env: Record<string, string>, logFile: string): Promise<ChildProcess> {
   const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-  const child = spawn(process.execPath, [...nodeArgs, 'src/main.ts'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, 'src/main.ts'], { cwd: args.server ? resolve(args.server) : ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const log = createWriteStream(logFile);
   child.stdout.pipe(log);
   child.stderr.pipe(log);
@@ -396,6 +398,7 @@ async function main() {
     console.log(`custos bench: ${postgres ? 'PostgreSQL' : 'PGlite (embedded)'}, rate-limit store ${env.REDIS_URL ? 'Redis' : postgres ? 'PostgreSQL' : 'memory'}`);
     console.log(`  ${settings.duration} s per scenario, ${settings.connections} connections (full flow: ${settings.flowConcurrency} at once), ${settings.users} patients, ${settings.clients} extra clients`);
     console.log(`  machine: ${availableParallelism()} CPUs, load average ${loadAverage()}`);
+    if (args.server) console.log(`  server from ${resolve(args.server)}`);
 
     const seedStarted = performance.now();
     const seed = await seedDatabase(loadConfig(env), { users: settings.users, clients: settings.clients });

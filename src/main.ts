@@ -26,6 +26,7 @@ import {
   consentApiRoutes,
   bearerIntrospectionRoutes,
   grantStore,
+  grantContextsPerRequest,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
 import { demoRoutes } from './demo/index.ts';
@@ -146,15 +147,16 @@ export async function startServer(
     audit.observe((event) => metrics.observe(event));
     const rateLimits = requestRateLimits({ store: limiterStore, limits: config.rateLimits, audit, log, onLimited: (limit) => metrics.rateLimited(limit) });
     const views = createViews({ cache: config.env === 'production' });
+    const grantContexts = grantContextsPerRequest(launches);
     const launch = smartLaunch({
-      launches,
+      launches: grantContexts,
       accounts,
       defaultStyleUrl: `${config.issuer}/smart/style.json`,
       grantTtl: config.ttl.grant,
       fhirBase: config.fhirBaseUrls[0],
     });
     const levelCheck = sessionLevelTooLow(accounts, config.mfa);
-    const tokensObeyConsent = consentTokens({ consents, accounts, launches, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
+    const tokensObeyConsent = consentTokens({ consents, accounts, launches: grantContexts, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
     const providers = createProviderHost(
       (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, clientRateLimit: rateLimits.checkClient, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
