@@ -13,7 +13,8 @@
  * --connections=<n>, --flow-concurrency=<n>, --users=<n>, --clients=<n>,
  * --only=<scenario,...>, --profile[=<dir>] (writes a V8 CPU profile of the server; read it with
  * `node bench/profile-top.ts <file>`), --server=<dir> (run the server of another checkout of
- * Custos with the same schema, e.g. the commit before a change, against the same seed).
+ * Custos with the same schema, e.g. the commit before a change, against the same seed),
+ * --node-options=<flags> (NODE_OPTIONS for the server, e.g. heap limits).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, createWriteStream, readFileSync, mkdirSync } from 'node:fs';
@@ -43,6 +44,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     profile: { type: 'string' },
     server: { type: 'string' },
+    'node-options': { type: 'string' },
   },
   allowPositionals: false,
 });
@@ -139,6 +141,7 @@ function serverEnv(port: number, database: BenchDatabase): Record<string, string
     RATE_LIMIT_KEY_PREFIX: `bench-${randomBytes(4).toString('hex')}`,
     LOG_LEVEL: 'warn',
     ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
+    ...(args['node-options'] ? { NODE_OPTIONS: args['node-options'] } : {}),
     ...database.env,
   };
 }
@@ -399,6 +402,7 @@ async function main() {
     console.log(`  ${settings.duration} s per scenario, ${settings.connections} connections (full flow: ${settings.flowConcurrency} at once), ${settings.users} patients, ${settings.clients} extra clients`);
     console.log(`  machine: ${availableParallelism()} CPUs, load average ${loadAverage()}`);
     if (args.server) console.log(`  server from ${resolve(args.server)}`);
+    if (args['node-options']) console.log(`  server NODE_OPTIONS=${args['node-options']}`);
 
     const seedStarted = performance.now();
     const seed = await seedDatabase(loadConfig(env), { users: settings.users, clients: settings.clients });

@@ -111,6 +111,13 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSave
         expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
       };
       const kind = this.kind;
+      if (kind === 'ReplayDetection') {
+        // oidc-provider checks that a jti is new and then stores it: two requests presenting the
+        // same client assertion at once both pass the check. Only the first store may succeed.
+        const stored = await db(TABLE).insert(row).onConflict(['kind', 'id']).ignore().returning('id');
+        if (stored.length !== 1) throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
+        return;
+      }
       if (onTokenSaved && (kind === 'AccessToken' || kind === 'ClientCredentials')) {
         await onTokenSaved(db(TABLE).insert(row), kind, payload);
         return;

@@ -1,0 +1,18 @@
+import { startTestServer } from '../test/helpers/server.ts';
+import { basicAuth } from './flows.ts';
+const server = await startTestServer({ env: { FHIR_BASE_URLS: 'https://fhir.example.org/r4' } });
+const c = await server.createClient({ client_name: 'svc', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/*.rs' });
+const rs = await server.createClient({ client_name: 'rs', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'custos:introspect' });
+const db = server.running.services.db;
+let log: string[] = [];
+db.on('query', (q: { sql: string }) => log.push(q.sql.slice(0, 160)));
+const tok = async () => { const r = await fetch(`${server.issuer}/token`, { method: 'POST', headers: { authorization: basicAuth(c.clientId, c.clientSecret!), 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=client_credentials&scope=system/Observation.rs' }); return (await r.json()) as { access_token: string }; };
+await tok();
+log = [];
+const t = await tok();
+console.log('--- client_credentials', log.length); console.log(log.join('\n'));
+log = [];
+const r = await fetch(`${server.issuer}/token/introspection`, { method: 'POST', headers: { authorization: basicAuth(rs.clientId, rs.clientSecret!), 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${t.access_token}` });
+console.log(r.status, await r.text());
+console.log('--- introspection', log.length); console.log(log.join('\n'));
+await server.close();
