@@ -114,6 +114,8 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSave
       if (kind === 'ReplayDetection') {
         // oidc-provider checks that a jti is new and then stores it: two requests presenting the
         // same client assertion at once both pass the check. Only the first store may succeed.
+        // (A DPoP proof raced the same way is refused too, as invalid_client rather than
+        // invalid_dpop_proof; a proof replayed later gets oidc-provider's own error.)
         const stored = await db(TABLE).insert(row).onConflict(['kind', 'id']).ignore().returning('id');
         if (stored.length !== 1) throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
         return;
