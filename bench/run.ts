@@ -33,7 +33,10 @@ import { cpuMeter, loadAverage, machineTicks, memoryMiB, rssSampler } from './pr
 const ROOT = resolve(import.meta.dirname, '..');
 const FHIR_BASE = 'https://fhir.bench.example/r4';
 
+// `--profile` alone means the default folder.
+const argv = process.argv.slice(2).map((a) => (a === '--profile' ? '--profile=bench-profiles' : a));
 const { values: args } = parseArgs({
+  args: argv,
   options: {
     quick: { type: 'boolean', default: false },
     duration: { type: 'string' },
@@ -48,8 +51,7 @@ const { values: args } = parseArgs({
   },
   allowPositionals: false,
 });
-// `--profile` alone means the default folder.
-const profileDir = process.argv.includes('--profile') ? resolve(args.profile || 'bench-profiles') : args.profile ? resolve(args.profile) : undefined;
+const profileDir = args.profile ? resolve(args.profile) : undefined;
 
 const int = (v: string | undefined, fallback: number) => (v === undefined ? fallback : Math.max(1, Number.parseInt(v, 10) || fallback));
 const quick = args.quick;
