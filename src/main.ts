@@ -27,6 +27,7 @@ import {
   bearerIntrospectionRoutes,
   grantStore,
   grantContextsPerRequest,
+  accountsPerRequest,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
 import { demoRoutes } from './demo/index.ts';
@@ -147,18 +148,20 @@ export async function startServer(
     audit.observe((event) => metrics.observe(event));
     const rateLimits = requestRateLimits({ store: limiterStore, limits: config.rateLimits, audit, log, onLimited: (limit) => metrics.rateLimited(limit) });
     const views = createViews({ cache: config.env === 'production' });
+    // The OAuth and sign-in paths read the same rows several times per request.
     const grantContexts = grantContextsPerRequest(launches);
+    const oidcAccounts = accountsPerRequest(accounts);
     const launch = smartLaunch({
       launches: grantContexts,
-      accounts,
+      accounts: oidcAccounts,
       defaultStyleUrl: `${config.issuer}/smart/style.json`,
       grantTtl: config.ttl.grant,
       fhirBase: config.fhirBaseUrls[0],
     });
-    const levelCheck = sessionLevelTooLow(accounts, config.mfa);
-    const tokensObeyConsent = consentTokens({ consents, accounts, launches: grantContexts, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
+    const levelCheck = sessionLevelTooLow(oidcAccounts, config.mfa);
+    const tokensObeyConsent = consentTokens({ consents, accounts: oidcAccounts, launches: grantContexts, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
     const providers = createProviderHost(
-      (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, clientRateLimit: rateLimits.checkClient, levelCheck, views, log }, jwks),
+      (jwks) => buildProvider({ config, db, accounts: oidcAccounts, clients, launch, consentTokens: tokensObeyConsent, audit, clientRateLimit: rateLimits.checkClient, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
@@ -177,7 +180,7 @@ export async function startServer(
         staticAssets(),
         interactionRoutes({
           providers,
-          accounts,
+          accounts: oidcAccounts,
           mfa,
           mfaPolicy: config.mfa,
           throttle,

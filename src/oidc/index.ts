@@ -9,4 +9,4 @@ export { consentTokens, type ConsentTokens } from './consent-tokens.ts';
 export { grantStore } from './grant-store.ts';
 export { consentApiRoutes } from './consent-api.ts';
 export { bearerIntrospectionRoutes } from './bearer-introspection.ts';
-export { grantContextsPerRequest } from './grant-context-memo.ts';
+export { grantContextsPerRequest, accountsPerRequest } from './request-memo.ts';

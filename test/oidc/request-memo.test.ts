@@ -1,11 +1,12 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Context } from 'koa';
-import { grantContextsPerRequest } from '../../src/oidc/index.ts';
+import { accountsPerRequest, grantContextsPerRequest } from '../../src/oidc/index.ts';
+import type { Account, AccountRepository } from '../../src/accounts/index.ts';
 import { requestContextMiddleware } from '../../src/http/request-context.ts';
 import type { LaunchContext, LaunchRepository } from '../../src/smart/index.ts';
 
-describe('grant contexts read once per request', () => {
+describe('reads remembered for one request', () => {
   function repository() {
     const stored = new Map<string, LaunchContext>([['g1', { patient: 'p-1' }]]);
     const reads: string[] = [];
@@ -51,5 +52,30 @@ describe('grant contexts read once per request', () => {
     await memo.forGrant('g1');
     await memo.forGrant('g1');
     assert.deepEqual(reads, ['g3', 'g3', 'g1', 'g1']);
+  });
+
+  it('reads an account by id once per request, and again after any other call through the repository', async () => {
+    const reads: string[] = [];
+    let disabled = false;
+    const raw = {
+      async findById(id: string) {
+        reads.push(id);
+        return { id, username: 'pat', role: 'patient', disabled } as unknown as Account;
+      },
+      async setDisabled(_id: string, value: boolean) {
+        disabled = value;
+      },
+    } as unknown as AccountRepository;
+    const accounts = accountsPerRequest(raw);
+    await inRequest(async () => {
+      const [a, b] = await Promise.all([accounts.findById('a1'), accounts.findById('a1')]);
+      assert.notEqual(a, b, 'callers get copies');
+      assert.equal((await accounts.findById('a1'))?.disabled, false);
+      assert.deepEqual(reads, ['a1']);
+      await accounts.setDisabled('a1', true, undefined as never);
+      assert.equal((await accounts.findById('a1'))?.disabled, true, 'a write forgets what was read');
+    });
+    await accounts.findById('a1');
+    assert.deepEqual(reads, ['a1', 'a1', 'a1']);
   });
 });
