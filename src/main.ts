@@ -38,6 +38,8 @@ import {
   grantStore,
   completeProviderResponses,
   providerEndpointMethods,
+  grantContextsPerRequest,
+  accountsPerRequest,
 } from './oidc/index.ts';
 import { createLaunchRepository, type LaunchRepository } from './smart/index.ts';
 import { demoRoutes } from './demo/index.ts';
@@ -91,6 +93,7 @@ export async function openServices(config: Config, log: Logger, overrides: Servi
     caps: { accessToken: config.ttl.accessToken, refreshToken: config.ttl.refreshToken },
     revokeArtifacts: deleteClientPayloads,
     clock,
+    onUsageError: (err) => log.warn({ err }, 'writing client usage counts failed; they will be tried again'),
   });
   const kek = config.secrets.keyEncryptionKey;
   const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
@@ -165,17 +168,20 @@ export async function startServer(
     const drain = createDrain(server);
     const rateLimits = requestRateLimits({ store: limiterStore, limits: config.rateLimits, audit, log, onLimited: (limit) => metrics.rateLimited(limit) });
     const views = createViews({ cache: config.env === 'production' });
+    // The OAuth and sign-in paths read the same rows several times per request.
+    const grantContexts = grantContextsPerRequest(launches);
+    const oidcAccounts = accountsPerRequest(accounts);
     const launch = smartLaunch({
-      launches,
-      accounts,
+      launches: grantContexts,
+      accounts: oidcAccounts,
       defaultStyleUrl: `${config.issuer}/smart/style.json`,
       grantTtl: config.ttl.grant,
       fhirBase: config.fhirBaseUrls[0],
     });
-    const levelCheck = sessionLevelTooLow(accounts, config.mfa);
-    const tokensObeyConsent = consentTokens({ consents, accounts, launches, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
+    const levelCheck = sessionLevelTooLow(oidcAccounts, config.mfa);
+    const tokensObeyConsent = consentTokens({ consents, accounts: oidcAccounts, launches: grantContexts, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
     const providers = createProviderHost(
-      (jwks) => buildProvider({ config, db, accounts, clients, launch, consentTokens: tokensObeyConsent, audit, clientRateLimit: rateLimits.checkClient, levelCheck, views, log }, jwks),
+      (jwks) => buildProvider({ config, db, accounts: oidcAccounts, clients, launch, consentTokens: tokensObeyConsent, audit, clientRateLimit: rateLimits.checkClient, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
@@ -194,7 +200,7 @@ export async function startServer(
         staticAssets(),
         interactionRoutes({
           providers,
-          accounts,
+          accounts: oidcAccounts,
           mfa,
           mfaPolicy: config.mfa,
           throttle,
@@ -334,6 +340,7 @@ export async function startServer(
         if (cut > 0) log.warn({ connections: cut }, 'shutdown grace period over: cut connections still open');
         // Events written by the last requests join the chain now rather than at the next start.
         await audit.seal().catch((err: unknown) => log.warn({ err }, 'sealing the audit trail failed'));
+        await clients.flushUsage().catch((err: unknown) => log.warn({ err }, 'client usage counts lost at shutdown'));
         await limiterStore.close();
         await closeDatabase(db);
       },

@@ -40,6 +40,11 @@ export interface VerifyReport {
 export interface AuditTrail {
   /** Appends an event; pass the transaction of the action so both commit or neither does. */
   record(event: AuditEventInput, trx?: Knex.Transaction): Promise<void>;
+  /**
+   * Runs `write` (an INSERT, UPDATE or DELETE) and appends `event` in one statement: both happen
+   * or neither does, in one round trip to the database instead of a four-statement transaction.
+   */
+  recordAlong(write: Knex.QueryBuilder, event: AuditEventInput): Promise<void>;
   /** Appends unsealed events to the hash chain; returns how many. Safe to run on every instance. */
   seal(): Promise<number>;
   /** Recomputes the whole chain and reports every link that does not match. */
@@ -96,22 +101,36 @@ export function createAuditTrail(db: Knex, opts: { log?: Logger; clock?: () => D
   const clock = opts.clock ?? (() => new Date());
   const observers: ((event: AuditEventInput) => void)[] = [];
 
+  const rowOf = (event: AuditEventInput) => ({
+    // Millisecond precision, so the time read back is exactly the time that was hashed.
+    occurred_at: new Date(clock().getTime()),
+    type: event.type,
+    outcome: event.outcome,
+    actor: event.actor ?? null,
+    client_id: event.clientId ?? null,
+    patient_id: event.patientId ?? null,
+    ip: event.ip ?? null,
+    details: JSON.stringify(cleanDetails(event.details)),
+  });
+  const recorded = (event: AuditEventInput, row: ReturnType<typeof rowOf>) => {
+    opts.log?.info({ audit: event.type, outcome: event.outcome, actor: row.actor, client: row.client_id }, 'audit event');
+    for (const fn of observers) fn(event);
+  };
+
   return {
     async record(event, trx) {
-      const row = {
-        // Millisecond precision, so the time read back is exactly the time that was hashed.
-        occurred_at: new Date(clock().getTime()),
-        type: event.type,
-        outcome: event.outcome,
-        actor: event.actor ?? null,
-        client_id: event.clientId ?? null,
-        patient_id: event.patientId ?? null,
-        ip: event.ip ?? null,
-        details: JSON.stringify(cleanDetails(event.details)),
-      };
+      const row = rowOf(event);
       await (trx ?? db)('audit_events').insert(row);
-      opts.log?.info({ audit: event.type, outcome: event.outcome, actor: row.actor, client: row.client_id }, 'audit event');
-      for (const fn of observers) fn(event);
+      recorded(event, row);
+    },
+
+    async recordAlong(write, event) {
+      const row = rowOf(event);
+      const first = write.toSQL();
+      const audit = db('audit_events').insert(row).toSQL();
+      // A data-modifying WITH runs whether or not it is referenced, and the statement is atomic.
+      await db.raw(`with written as (${first.sql}) ${audit.sql}`, [...first.bindings, ...audit.bindings]);
+      recorded(event, row);
     },
 
     async seal() {

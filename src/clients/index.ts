@@ -21,6 +21,8 @@ export {
   CLIENT_SORTS,
   LIFECYCLE,
   MAX_SECRET_GRACE,
+  CLIENT_CACHE_MS,
+  USAGE_FLUSH_MS,
   ClientNotFoundError,
   ClientStateError,
   InvalidClientCursorError,

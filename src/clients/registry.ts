@@ -168,8 +168,14 @@ export interface ClientRegistry {
   transition(clientId: string, action: LifecycleAction, by: Actor, details?: Record<string, string>): Promise<RegisteredClient>;
   /** A new secret (returned once); the old one keeps working for `graceSeconds` (0 to 86400). */
   rotateSecret(clientId: string, graceSeconds: number, by: Actor): Promise<{ client: RegisteredClient; clientSecret: string }>;
-  /** Counts a token response for the inventory and marks the client used. */
+  /**
+   * Counts a token response for the inventory and marks the client used. Counts are kept in
+   * memory and written together within `USAGE_FLUSH_MS` (reads through this registry see them at
+   * once), so the token path does not queue on the client's row lock.
+   */
   recordTokenIssued(clientId: string): Promise<void>;
+  /** Writes the counts `recordTokenIssued` is holding (call before shutting down). */
+  flushUsage(): Promise<void>;
   usage(clientIds: readonly string[], now?: Date): Promise<Map<string, ClientUsage>>;
   /** Suspends approved clients (not Custos's own) unused for `days` days at `now`; returns their ids. */
   suspendUnused(days: number, now: Date, by: Actor): Promise<string[]>;
@@ -189,7 +195,24 @@ export interface ClientRegistryOptions {
   /** Deletes every provider artifact (grants, codes, tokens) of a client inside `trx`; returns how many. */
   revokeArtifacts?: (trx: Knex.Transaction, clientId: string) => Promise<number>;
   clock?: () => Date;
+  /** Told when writing the usage counts failed (they are kept and tried again). */
+  onUsageError?: (err: unknown) => void;
 }
+
+/**
+ * How long an instance may answer the provider from what it last read about a client. A change
+ * made through this instance's registry applies at once; one made on another instance (a
+ * suspension, a secret rotation) reaches this one within this bound, and so does the end of
+ * every token the suspended client holds (the adapter checks a token's client through here).
+ */
+export const CLIENT_CACHE_MS = 3000;
+const CLIENT_CACHE_MAX = 10_000;
+
+/**
+ * How long token counts wait in memory before they are written. Usage figures are for the
+ * inventory and the stale-client sweep (whose unit is days); a crash loses at most this much.
+ */
+export const USAGE_FLUSH_MS = 2000;
 
 const CLIENT_ID = /^[A-Za-z0-9_-]{1,128}$/;
 const DAY_MS = 86_400_000;
@@ -258,6 +281,88 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
     return row;
   }
 
+  // Token counts per client not yet written, and the write in progress (writes never overlap).
+  const pendingUsage = new Map<string, number>();
+  let usageWrite: Promise<void> = Promise.resolve();
+  let usageTimer: NodeJS.Timeout | undefined;
+
+  async function writeUsage(batch: [string, number][]): Promise<void> {
+    const values = batch.map(() => '(?, ?::integer)').join(', ');
+    const bindings = batch.flat();
+    await db.transaction(async (trx) => {
+      // A client deleted meanwhile is skipped, as the single-row version skipped it.
+      await trx('clients').whereIn('client_id', batch.map(([id]) => id)).update({ last_used_at: trx.fn.now() });
+      await trx.raw(
+        `insert into client_usage_hourly (client_id, hour, tokens)
+         select v.client_id, date_trunc('hour', now()), v.n from (values ${values}) as v (client_id, n)
+         join clients c on c.client_id = v.client_id
+         on conflict (client_id, hour) do update set tokens = client_usage_hourly.tokens + excluded.tokens`,
+        bindings,
+      );
+    });
+  }
+
+  function flushUsage(): Promise<void> {
+    if (usageTimer) {
+      clearTimeout(usageTimer);
+      usageTimer = undefined;
+    }
+    const run = usageWrite.then(async () => {
+      if (pendingUsage.size === 0) return;
+      const batch = [...pendingUsage];
+      pendingUsage.clear();
+      try {
+        await writeUsage(batch);
+      } catch (err) {
+        for (const [id, n] of batch) pendingUsage.set(id, (pendingUsage.get(id) ?? 0) + n);
+        throw err;
+      }
+    });
+    usageWrite = run.catch(() => {});
+    return run;
+  }
+
+  // What the provider was last told about each client, and when; `generation` moves on every
+  // local change so that a read begun before the change cannot store its stale answer after it.
+  const providerCache = new Map<string, { at: number; value: Promise<Record<string, unknown> | undefined> }>();
+  let generation = 0;
+  const forget = () => {
+    generation += 1;
+    providerCache.clear();
+  };
+  /** Runs a change to clients, forgetting what the provider was told before and after it commits. */
+  async function changing<T>(change: () => Promise<T>): Promise<T> {
+    forget();
+    try {
+      return await change();
+    } finally {
+      forget();
+    }
+  }
+
+  async function loadForProvider(clientId: string): Promise<Record<string, unknown> | undefined> {
+    const row: ClientRow | undefined = await db('clients').where({ client_id: clientId, status: 'approved' }).first();
+    if (!row) return undefined;
+    // The provider only knows its static scopes; the whole ceiling, SMART resource scopes
+    // included, travels as our own metadata field and is applied by scope negotiation.
+    const ceiling = (row.metadata.scope ?? '').split(' ').filter(Boolean);
+    const statics = ceiling.filter((s) => !/^(patient|user|system)\//.test(s));
+    const { owner: _owner, ...providerMetadata } = row.metadata;
+    const previous =
+      row.previous_secret_hash && row.previous_secret_expires_at && row.previous_secret_expires_at > clock()
+        ? { client_secret_previous: row.previous_secret_hash, client_secret_previous_expires_at: Math.floor(row.previous_secret_expires_at.getTime() / 1000) }
+        : {};
+    return {
+      ...providerMetadata,
+      scope: statics.join(' ') || undefined,
+      scope_ceiling: row.metadata.scope,
+      client_id: row.client_id,
+      ...(row.secret_hash ? { client_secret: row.secret_hash, ...previous } : {}),
+      application_type: 'web',
+      response_types: row.metadata.grant_types.includes('authorization_code') ? ['code'] : [],
+    };
+  }
+
   const registry: ClientRegistry = {
     async create(input, options = {}) {
       const metadata = parseMetadata(input);
@@ -314,18 +419,21 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
     },
 
     async get(clientId) {
+      if (pendingUsage.has(clientId)) await flushUsage();
       if (!CLIENT_ID.test(clientId)) return undefined;
       const row = await db('clients').where({ client_id: clientId }).first();
       return row ? toClient(row, clock()) : undefined;
     },
 
     async list({ limit, after }) {
+      await flushUsage();
       const q = db('clients').orderBy('client_id').limit(limit);
       if (after) q.where('client_id', '>', after);
       return (await q).map((r: ClientRow) => toClient(r, clock()));
     },
 
     async search(s) {
+      await flushUsage();
       const sort = SORT_EXPR[s.sort ?? 'name'];
       const desc = s.order === 'desc';
       const q = db('clients')
@@ -469,18 +577,20 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
 
     async recordTokenIssued(clientId) {
       if (!CLIENT_ID.test(clientId)) return;
-      await db.transaction(async (trx) => {
-        const updated = await trx('clients').where({ client_id: clientId }).update({ last_used_at: trx.fn.now() }, ['client_id']);
-        if (updated.length !== 1) return;
-        await trx.raw(
-          `insert into client_usage_hourly (client_id, hour, tokens) values (?, date_trunc('hour', now()), 1)
-           on conflict (client_id, hour) do update set tokens = client_usage_hourly.tokens + 1`,
-          [clientId],
-        );
-      });
+      pendingUsage.set(clientId, (pendingUsage.get(clientId) ?? 0) + 1);
+      if (!usageTimer) {
+        usageTimer = setTimeout(() => {
+          usageTimer = undefined;
+          flushUsage().catch((err: unknown) => opts.onUsageError?.(err));
+        }, USAGE_FLUSH_MS);
+        usageTimer.unref();
+      }
     },
 
+    flushUsage,
+
     async usage(clientIds, now = clock()) {
+      await flushUsage();
       const result = new Map<string, ClientUsage>();
       if (clientIds.length === 0) return result;
       const rows: { client_id: string; day: string | number; month: string | number }[] = await db('client_usage_hourly')
@@ -498,6 +608,7 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
     },
 
     async suspendUnused(days, now, by) {
+      await flushUsage();
       const rows: { client_id: string }[] = await db('clients')
         .where({ status: 'approved' })
         .whereNot({ origin: 'system' })
@@ -530,31 +641,31 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
 
     async findForProvider(clientId) {
       if (!CLIENT_ID.test(clientId)) return undefined;
-      const row: ClientRow | undefined = await db('clients').where({ client_id: clientId, status: 'approved' }).first();
-      if (!row) return undefined;
-      // The provider only knows its static scopes; the whole ceiling, SMART resource scopes
-      // included, travels as our own metadata field and is applied by scope negotiation.
-      const ceiling = (row.metadata.scope ?? '').split(' ').filter(Boolean);
-      const statics = ceiling.filter((s) => !/^(patient|user|system)\//.test(s));
-      const { owner: _owner, ...providerMetadata } = row.metadata;
-      const previous =
-        row.previous_secret_hash && row.previous_secret_expires_at && row.previous_secret_expires_at > clock()
-          ? { client_secret_previous: row.previous_secret_hash, client_secret_previous_expires_at: Math.floor(row.previous_secret_expires_at.getTime() / 1000) }
-          : {};
-      return {
-        ...providerMetadata,
-        scope: statics.join(' ') || undefined,
-        scope_ceiling: row.metadata.scope,
-        client_id: row.client_id,
-        ...(row.secret_hash ? { client_secret: row.secret_hash, ...previous } : {}),
-        application_type: 'web',
-        response_types: row.metadata.grant_types.includes('authorization_code') ? ['code'] : [],
-      };
+      const now = clock().getTime();
+      const cached = providerCache.get(clientId);
+      if (cached && now - cached.at >= 0 && now - cached.at < CLIENT_CACHE_MS) return structuredClone(await cached.value);
+      const started = generation;
+      const value = loadForProvider(clientId);
+      if (providerCache.size >= CLIENT_CACHE_MAX) providerCache.delete(providerCache.keys().next().value!);
+      providerCache.set(clientId, { at: now, value });
+      try {
+        const loaded = await value;
+        if (started !== generation) providerCache.delete(clientId);
+        return structuredClone(loaded);
+      } catch (err) {
+        if (providerCache.get(clientId)?.value === value) providerCache.delete(clientId);
+        throw err;
+      }
     },
 
     verifySecret(storedHash, presented) {
       return verifyClientSecret(secretPepper, storedHash, presented);
     },
   };
+  // Every change to clients goes through `changing`, so this instance never answers from before it.
+  for (const name of ['create', 'ensureInternal', 'update', 'transition', 'rotateSecret', 'deleteSelf'] as const) {
+    const change = registry[name] as (...args: unknown[]) => Promise<unknown>;
+    (registry as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => changing(() => change.apply(registry, args));
+  }
   return registry;
 }

@@ -118,10 +118,27 @@ export function createConsentRepository(db: Knex): ConsentRepository {
     return v ? toConsent(row, v) : undefined;
   }
 
+  /**
+   * A consent with its latest version in one query: token issuance and introspection check the
+   * consent on every request, so this is one round trip rather than two.
+   */
+  async function oneWithCurrent(q: Knex | Knex.Transaction, where: (b: Knex.QueryBuilder) => void): Promise<Consent | undefined> {
+    const builder = q('consents as c')
+      .joinRaw('cross join lateral (select * from consent_versions cv where cv.consent_id = c.id order by cv.version desc limit 1) v')
+      .first(
+        'c.id', 'c.patient_account_id', 'c.patient_fhir_id', 'c.client_id', 'c.actor_account_id', 'c.created_at',
+        'v.consent_id', 'v.version', 'v.status', 'v.scopes', 'v.limits', 'v.expires_at', 'v.acr', 'v.changed_by', 'v.change',
+        'v.created_at as version_created_at',
+      );
+    where(builder);
+    const row = (await builder) as (ConsentRow & Omit<VersionRow, 'created_at'> & { version_created_at: Date }) | undefined;
+    return row ? toConsent(row, { ...row, created_at: row.version_created_at }) : undefined;
+  }
+
   return {
     async find(id, trx) {
       if (!UUID.test(id)) return undefined;
-      return withCurrent(trx ?? db, await (trx ?? db)('consents').where({ id }).first());
+      return oneWithCurrent(trx ?? db, (b) => b.where('c.id', id));
     },
     async findFor(patientAccountId, clientId, actorAccountId, trx) {
       const q = trx ?? db;
@@ -129,10 +146,11 @@ export function createConsentRepository(db: Knex): ConsentRepository {
     },
     async findByActor(actorAccountId, clientId, patientFhirId) {
       if (!UUID.test(actorAccountId)) return undefined;
-      const q = db('consents').where({ actor_account_id: actorAccountId, client_id: clientId });
-      if (patientFhirId) q.where({ patient_fhir_id: patientFhirId });
-      else q.where({ patient_account_id: actorAccountId });
-      return withCurrent(db, await q.first());
+      return oneWithCurrent(db, (b) => {
+        b.where({ 'c.actor_account_id': actorAccountId, 'c.client_id': clientId });
+        if (patientFhirId) b.where('c.patient_fhir_id', patientFhirId);
+        else b.where('c.patient_account_id', actorAccountId);
+      });
     },
     async listForPatient(patientAccountId, limit) {
       const rows: (ConsentRow & VersionRow)[] = await db('consents as c')

@@ -23,11 +23,76 @@ function fromRow(row: PayloadRow | undefined): AdapterPayload | undefined {
   return row.consumed_at ? { ...row.payload, consumed: epoch(row.consumed_at) } : row.payload;
 }
 
-/** Called in the transaction that stores a new access token, so its audit event commits with it. */
-export type TokenSavedHook = (trx: Knex.Transaction, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload) => Promise<void>;
+/**
+ * Stores a new access token: runs `write` (the token's INSERT) together with its audit event, so
+ * the event exists exactly when the token does.
+ */
+export type TokenSavedHook = (write: Knex.QueryBuilder, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload) => Promise<void>;
+
+/** Models that are issued to a client and must not outlive its approval. */
+const ISSUED_TO_CLIENT = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken', 'AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PushedAuthorizationRequest']);
+
+/** Most (kind, id) pairs one lookup query asks for; more wait for the next. */
+const MAX_BATCH = 100;
+
+/**
+ * Reads by primary key, gathered: every `find` asked for in the same turn of the event loop
+ * goes to the database in one query. oidc-provider looks a presented token up as an access
+ * token, a client-credentials token and a refresh token at once (introspection, revocation,
+ * userinfo), and concurrent requests look up their own tokens: one round trip serves them all.
+ */
+function batchedFinder(db: Knex) {
+  let pending = new Map<string, { kind: string; id: string; waiters: ((row: PayloadRow | undefined) => void)[]; fail: ((err: unknown) => void)[] }>();
+  let scheduled = false;
+
+  async function run(batch: typeof pending) {
+    const entries = [...batch.values()];
+    try {
+      const rows: (PayloadRow & { kind: string; id: string })[] = await db(TABLE)
+        .select('kind', 'id', 'payload', 'consumed_at', 'expires_at')
+        .whereIn(['kind', 'id'], entries.map((e) => [e.kind, e.id]));
+      const found = new Map(rows.map((r) => [`${r.kind}\u0000${r.id}`, r]));
+      for (const e of entries) {
+        const row = found.get(`${e.kind}\u0000${e.id}`);
+        // Concurrent lookups of one token each get their own copy of what was read.
+        e.waiters.forEach((w, i) => w(i === 0 || !row ? row : structuredClone(row)));
+      }
+    } catch (err) {
+      for (const e of entries) for (const f of e.fail) f(err);
+    }
+  }
+
+  function flush() {
+    scheduled = false;
+    const all = pending;
+    pending = new Map();
+    const keys = [...all.keys()];
+    for (let i = 0; i < keys.length; i += MAX_BATCH) {
+      void run(new Map(keys.slice(i, i + MAX_BATCH).map((k) => [k, all.get(k)!])));
+    }
+  }
+
+  return (kind: string, id: string) =>
+    new Promise<PayloadRow | undefined>((resolve, reject) => {
+      const key = `${kind}\u0000${id}`;
+      let entry = pending.get(key);
+      if (!entry) {
+        entry = { kind, id, waiters: [], fail: [] };
+        pending.set(key, entry);
+      }
+      entry.waiters.push(resolve);
+      entry.fail.push(reject);
+      if (!scheduled) {
+        scheduled = true;
+        // After the current callbacks and their promise chains: lookups started together meet here.
+        setImmediate(flush);
+      }
+    });
+}
 
 /** Builds the adapter class oidc-provider instantiates once per model name. */
 export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSaved?: TokenSavedHook) {
+  const findRow = batchedFinder(db);
   return class KnexAdapter implements Adapter {
     readonly kind: string;
 
@@ -50,11 +115,17 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSave
         expires_at: expiresIn ? new Date(Date.now() + expiresIn * 1000) : null,
       };
       const kind = this.kind;
+      if (kind === 'ReplayDetection') {
+        // oidc-provider checks that a jti is new and then stores it: two requests presenting the
+        // same client assertion at once both pass the check. Only the first store may succeed.
+        // (A DPoP proof raced the same way is refused too, as invalid_client rather than
+        // invalid_dpop_proof; a proof replayed later gets oidc-provider's own error.)
+        const stored = await db(TABLE).insert(row).onConflict(['kind', 'id']).ignore().returning('id');
+        if (stored.length !== 1) throw new errors.InvalidClientAuth('client assertion tokens must only be used once');
+        return;
+      }
       if (onTokenSaved && (kind === 'AccessToken' || kind === 'ClientCredentials')) {
-        await db.transaction(async (trx) => {
-          await trx(TABLE).insert(row);
-          await onTokenSaved(trx, kind, payload);
-        });
+        await onTokenSaved(db(TABLE).insert(row), kind, payload);
         return;
       }
       await db(TABLE).insert(row).onConflict(['kind', 'id']).merge(['payload', 'grant_id', 'uid', 'user_code', 'expires_at']);
@@ -64,7 +135,12 @@ export function createKnexAdapter(db: Knex, clients: ClientRegistry, onTokenSave
       if (this.kind === 'Client') return clients.findForProvider(id);
       // Nothing is ever stored under such an id, and PostgreSQL would refuse it as a parameter.
       if (!isStorableText(id)) return undefined;
-      return fromRow(await db(TABLE).select('payload', 'consumed_at', 'expires_at').where({ kind: this.kind, id }).first());
+      const payload = fromRow(await findRow(this.kind, id));
+      // Whatever a client holds ends with the client: a token another instance issued while it
+      // had not yet seen a suspension is refused everywhere once the client registry's short
+      // cache (CLIENT_CACHE_MS) has moved on.
+      if (payload?.clientId && ISSUED_TO_CLIENT.has(this.kind) && !(await clients.findForProvider(payload.clientId))) return undefined;
+      return payload;
     }
 
     async findByUid(uid: string): Promise<AdapterPayload | undefined> {

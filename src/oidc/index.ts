@@ -10,3 +10,4 @@ export { consentTokens, type ConsentTokens } from './consent-tokens.ts';
 export { grantStore } from './grant-store.ts';
 export { consentApiRoutes } from './consent-api.ts';
 export { bearerIntrospectionRoutes } from './bearer-introspection.ts';
+export { grantContextsPerRequest, accountsPerRequest } from './request-memo.ts';

@@ -80,7 +80,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   const audited = tokenAudit(deps.audit);
 
   const configuration: Configuration = {
-    adapter: createKnexAdapter(deps.db, clients, (trx, kind, payload) => audited.issued(trx, kind, payload)),
+    adapter: createKnexAdapter(deps.db, clients, (write, kind, payload) => audited.issued(write, kind, payload)),
     clients: [],
     jwks: { keys: structuredClone(signingKeys) as NonNullable<Configuration['jwks']>['keys'] },
     cookies: {

@@ -30,26 +30,23 @@ function patientOf(token: TokenLike | undefined, body?: Record<string, unknown>)
 
 export function tokenAudit(audit: AuditTrail) {
   /**
-   * `token.issued` / `token.refreshed`, written in the transaction that stores the access token:
-   * the event exists exactly when the token does.
+   * `token.issued` / `token.refreshed`, written in the statement that stores the access token
+   * (`write`): the event exists exactly when the token does.
    */
-  async function issued(trx: Knex.Transaction, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload): Promise<void> {
+  async function issued(write: Knex.QueryBuilder, kind: 'AccessToken' | 'ClientCredentials', payload: AdapterPayload): Promise<void> {
     const p = payload as AdapterPayload & { gty?: string; extra?: Record<string, unknown>; scope?: string };
     const clientId = p.clientId;
     const grantTypes = kind === 'ClientCredentials' ? ['client_credentials'] : (p.gty ?? '').split(' ');
     const ctx = currentRequest();
-    await audit.record(
-      {
-        type: grantTypes.includes('refresh_token') ? 'token.refreshed' : 'token.issued',
-        outcome: 'success',
-        actor: p.accountId ?? (clientId ? `client:${clientId}` : undefined),
-        clientId,
-        patientId: patientOf(p as TokenLike),
-        ip: ctx?.ip,
-        details: { grant_type: grantTypes.at(-1) || undefined, scope: p.scope, consent_id: str(p.extra?.consent_id) },
-      },
-      trx,
-    );
+    await audit.recordAlong(write, {
+      type: grantTypes.includes('refresh_token') ? 'token.refreshed' : 'token.issued',
+      outcome: 'success',
+      actor: p.accountId ?? (clientId ? `client:${clientId}` : undefined),
+      clientId,
+      patientId: patientOf(p as TokenLike),
+      ip: ctx?.ip,
+      details: { grant_type: grantTypes.at(-1) || undefined, scope: p.scope, consent_id: str(p.extra?.consent_id) },
+    });
   }
 
   async function afterIntrospection(ctx: KoaContextWithOIDC): Promise<void> {

@@ -55,6 +55,28 @@ describe('audit trail storage and hash chain', () => {
     assert.equal((await trail.list({ type: 'client.' }, { limit: 10 })).events.length, before + 1);
   });
 
+  it('records an event in the same statement as its write: both or neither', async () => {
+    const payloads = async () => Number((await db('oidc_payloads').where({ kind: 'AlongTest' }).count<{ n: string }[]>({ n: '*' }))[0]!.n);
+    const events = async () => (await trail.list({ type: 'along.' }, { limit: 50 })).events.length;
+    const write = (id: string) => db('oidc_payloads').insert({ kind: 'AlongTest', id, payload: { id } });
+
+    await trail.recordAlong(write('one'), { type: 'along.written', outcome: 'success', clientId: 'app-7', details: { n: 1 } });
+    assert.equal(await payloads(), 1);
+    const [event] = (await trail.list({ type: 'along.' }, { limit: 50 })).events;
+    assert.equal(event?.clientId, 'app-7');
+    assert.deepEqual(event?.details, { n: 1 });
+
+    // The write fails (the key exists): no event.
+    await assert.rejects(trail.recordAlong(write('one'), { type: 'along.written', outcome: 'success' }));
+    assert.equal(await events(), 1);
+    // The event is refused: no write.
+    await db.raw(`alter table audit_events add constraint no_along check (type <> 'along.refused')`);
+    await assert.rejects(trail.recordAlong(write('two'), { type: 'along.refused', outcome: 'success' }));
+    await db.raw('alter table audit_events drop constraint no_along');
+    assert.equal(await payloads(), 1);
+    assert.equal(await events(), 1);
+  });
+
   it('refuses UPDATE, DELETE and TRUNCATE on the trail', async () => {
     await trail.seal();
     await assert.rejects(db('audit_events').update({ outcome: 'failure' }).where('id', '>', 0), /append-only/);

@@ -49,6 +49,32 @@ describe('knex adapter for oidc-provider', () => {
     assert.equal(await sessions.findByUid('uid-2'), undefined);
   });
 
+  it('answers lookups made together, of one id under several models and of many ids, each with its own row', async () => {
+    await new Adapter('AccessToken').upsert('tok-1', { kind: 'AccessToken', jti: 'tok-1', scope: 'a' }, 60);
+    await new Adapter('RefreshToken').upsert('tok-2', { kind: 'RefreshToken', jti: 'tok-2', scope: 'b' }, 60);
+    await new Adapter('AccessToken').upsert('tok-3', { kind: 'AccessToken', jti: 'tok-3', scope: 'c' }, 60);
+    await db('oidc_payloads').where({ kind: 'AccessToken', id: 'tok-3' }).update({ expires_at: db.raw(`now() - interval '1 second'`) });
+    const queries: string[] = [];
+    const count = (q: { sql: string }) => queries.push(q.sql);
+    db.on('query', count);
+    const kinds = ['AccessToken', 'ClientCredentials', 'RefreshToken'];
+    const results = await Promise.all([
+      ...kinds.map((k) => new Adapter(k).find('tok-1')),
+      ...kinds.map((k) => new Adapter(k).find('tok-2')),
+      new Adapter('AccessToken').find('tok-3'),
+      new Adapter('AccessToken').find('tok-1'),
+      ...Array.from({ length: 150 }, (_, i) => new Adapter('AccessToken').find(`absent-${i}`)),
+    ]);
+    db.off('query', count);
+    assert.deepEqual(results.slice(0, 6).map((r) => r?.scope), ['a', undefined, undefined, undefined, undefined, 'b']);
+    assert.equal(results[6], undefined, 'expired rows stay hidden');
+    assert.deepEqual(results[7], results[0]);
+    assert.notEqual(results[7], results[0], 'two lookups of one token do not share an object');
+    assert.ok(results.slice(8).every((r) => r === undefined));
+    // 157 distinct lookups: two queries (at most 100 pairs each), not 158.
+    assert.equal(queries.length, 2, queries.join('\n'));
+  });
+
   it('consumes exactly once, even when two consumers race', async () => {
     const codes = new Adapter('AuthorizationCode');
     await codes.upsert('c1', { grantId: 'g2', kind: 'AuthorizationCode', jti: 'c1' }, 60);
@@ -88,11 +114,13 @@ describe('knex adapter for oidc-provider', () => {
   it('reads clients from the registry, approved ones only', async () => {
     const registry = createClientRegistry(db, Buffer.alloc(32, 1), { audit: createAuditTrail(db) });
     const { client } = await registry.create({ client_name: 'Registry App', grant_types: ['client_credentials'] });
-    const clients = new Adapter('Client');
+    const clients = new (createKnexAdapter(db, registry))('Client');
     const found = await clients.find(client.clientId);
     assert.equal(found?.client_id, client.clientId);
     assert.match(String(found?.client_secret), /^hmac-sha256\$/, 'the provider sees only the hash');
-    await db('clients').where({ client_id: client.clientId }).update({ status: 'suspended' });
+    // Suspended through the same registry (this instance): refused at once. Other instances
+    // follow within CLIENT_CACHE_MS (test/clients/provider-cache.test.ts).
+    await registry.transition(client.clientId, 'suspend', { actor: 'test' });
     assert.equal(await clients.find(client.clientId), undefined);
     await assert.rejects(clients.upsert(client.clientId, {}, 60));
   });

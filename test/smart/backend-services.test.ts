@@ -78,6 +78,13 @@ describe('SMART Backend Services (client_credentials with a signed assertion)', 
     assert.equal(again.body.error, 'invalid_client');
   });
 
+  it('accepts an assertion presented several times at once only once', async () => {
+    const jwt = await assertion('ES384');
+    const results = await Promise.all(Array.from({ length: 6 }, () => token('ES384', jwt)));
+    assert.deepEqual(results.map((r) => r.status).sort(), [200, 401, 401, 401, 401, 401]);
+    for (const r of results.filter((x) => x.status === 401)) assert.equal(r.body.error, 'invalid_client');
+  });
+
   it('refuses an assertion expiring more than five minutes ahead, an expired one, and a wrong audience', async () => {
     const now = Math.floor(Date.now() / 1000);
     for (const jwt of [
