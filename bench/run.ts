@@ -461,6 +461,15 @@ async function main() {
     console.log(table(rows, idleRss, postgres));
     console.log('');
     for (const r of rows) console.log(`${r.scenario.name}: ${r.scenario.what}`);
+    console.log(
+      [
+        '',
+        'ops/s per core = ops/s / server cores; server cores = CPU seconds the server process used per wall second',
+        `(its libuv threads, argon2 included${postgres ? '' : ', and the embedded database'}). ${postgres ? 'db cores = CPU of the PostgreSQL backends serving this run, not counted per core. ' : ''}`,
+        'Latency is per request (per whole flow for full_flow) as the load generator saw it; load avg is the',
+        "machine's at the start of each scenario: other work on the machine makes every figure noisier.",
+      ].join('\n'),
+    );
     const failed = rows.filter((r) => r.result.errors > 0 || r.result.ok === 0);
     if (failed.length > 0) {
       console.error(`\nfailed: ${failed.map((r) => r.scenario.name).join(', ')} (errors, or nothing completed)`);
