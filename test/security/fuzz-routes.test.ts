@@ -29,7 +29,7 @@ import fc from 'fast-check';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { adminPagesAgent, adminToken, createAdminTool, createMfaAdmin } from '../helpers/admin.ts';
 import { codeFlow, discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
-import { UserAgent, csrfTokenOf, formActionOf, formDefaults } from '../helpers/browserless.ts';
+import { UserAgent, accountPagesAgent, csrfTokenOf } from '../helpers/browserless.ts';
 
 const STATE_TABLES = [
   'clients',
@@ -404,20 +404,6 @@ const fuzzCase: fc.Arbitrary<Case> = fc
   })
   .map(({ route: r, ...rest }) => ({ ...r, ...rest }));
 
-/** A browser-like agent signed in to the account pages as `who` (password, then the consent page if shown). */
-async function accountPagesAgent(server: TestServer, who: { username: string; password: string }) {
-  const agent = new UserAgent();
-  let res = await agent.follow(`${server.issuer}/account`, server.issuer);
-  for (let step = 0; step < 4 && res.status === 200 && !new URL(res.url).pathname.startsWith('/account'); step += 1) {
-    const action = res.body.includes('/login"') ? formActionOf(res.body, 'login') : formActionOf(res.body, 'confirm');
-    const form = res.body.includes('/login"') ? { _csrf: csrfTokenOf(res.body), username: who.username, password: who.password } : formDefaults(res.body, 'confirm');
-    res = await agent.request(new URL(action, server.issuer).toString(), { form });
-    if (res.location) res = await agent.follow(res.location, server.issuer);
-  }
-  if (res.status !== 200 || !new URL(res.url).pathname.startsWith('/account')) throw new Error(`account sign-in did not finish: ${res.status} ${res.url}`);
-  return { agent, csrf: csrfTokenOf(res.body) };
-}
-
 describe('fuzzing every public route: no 5xx, no leaked internals, no writes from refused requests', { timeout: 600_000 }, () => {
   let server: TestServer;
   let creds: Credentials;
@@ -574,7 +560,7 @@ describe('fuzzing every public route: no 5xx, no leaked internals, no writes fro
     const flow = await startCodeFlow(webConfig, { scope: 'openid' });
     const login = await agent.follow(flow.url.toString(), server.issuer);
     assert.equal(login.status, 200);
-    const accountPages = await accountPagesAgent(server, patient);
+    const accountPages = await accountPagesAgent(server.issuer, patient);
     const rs = await server.createClient({ client_name: 'Fuzz RS', grant_types: ['client_credentials'], scope: 'custos:introspect' });
     const ehr = await server.createClient({ client_name: 'Fuzz EHR', grant_types: ['client_credentials'], scope: 'custos:ehr-launch' });
     const cc = async (c: { clientId: string; clientSecret?: string }, scope: string) =>
