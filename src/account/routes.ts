@@ -152,6 +152,8 @@ export function accountRoutes(deps: AccountDeps): Router {
   router.post('/mfa/totp', csrfToken({ secure }), requireSession, ...forms, async (ctx) => {
     if (!(await freshEnough(ctx))) return;
     const s = ctx.state.account as AccountSession;
+    // Nothing pending to confirm: starting an enrolment is the page's job, never a refused form's write.
+    if (!(await deps.mfa.pendingTotpSecret(s.sub))) return ctx.redirect('/account/mfa/totp');
     const code = String((ctx.request.body as Record<string, unknown>).code ?? '').replace(/\s/g, '').slice(0, 16);
     const enrolled = (trx: Knex.Transaction) =>
       deps.audit.record({ type: 'mfa.totp_enrolled', outcome: 'success', actor: s.sub, ip: ctx.ip, details: { during: 'account_page' } }, trx);

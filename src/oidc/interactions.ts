@@ -275,6 +275,8 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     const account = await passwordPassed(ctx);
     if (d.prompt.name !== 'login' || !account) throw badRequest('sign in with your password first; go back to the app and start again');
     if ((await mfa.status(account.id)).totp) throw badRequest('two-step verification is already set up for this account');
+    // Nothing pending to confirm: the interaction page starts an enrolment, a refused form never does.
+    if (!(await mfa.pendingTotpSecret(account.id))) return ctx.redirect(`/interaction/${d.uid}`);
     const body = ctx.request.body as Record<string, unknown>;
     const code = typeof body.code === 'string' ? body.code.replace(/\s/g, '').slice(0, 16) : '';
     const enrolled = (trx: Knex.Transaction) =>

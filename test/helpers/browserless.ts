@@ -137,3 +137,17 @@ export async function authorize(
   }
   return res;
 }
+
+/** A browser-like agent signed in to the account pages as `who` (password, then the consent page if shown). */
+export async function accountPagesAgent(issuer: string, who: { username: string; password: string }) {
+  const agent = new UserAgent();
+  let res = await agent.follow(`${issuer}/account`, issuer);
+  for (let step = 0; step < 4 && res.status === 200 && !new URL(res.url).pathname.startsWith('/account'); step += 1) {
+    const action = res.body.includes('/login"') ? formActionOf(res.body, 'login') : formActionOf(res.body, 'confirm');
+    const form = res.body.includes('/login"') ? { _csrf: csrfTokenOf(res.body), username: who.username, password: who.password } : formDefaults(res.body, 'confirm');
+    res = await agent.request(new URL(action, issuer).toString(), { form });
+    if (res.location) res = await agent.follow(res.location, issuer);
+  }
+  if (res.status !== 200 || !new URL(res.url).pathname.startsWith('/account')) throw new Error(`account sign-in did not finish: ${res.status} ${res.url}`);
+  return { agent, csrf: csrfTokenOf(res.body) };
+}

@@ -6,7 +6,8 @@
  *     oidc-provider stores (state at /session/end) or looks up (a code at /token);
  *   - a Host or X-Forwarded-Host that is not a host, or an X-Forwarded-Proto that is not http(s),
  *     from which the provider built its URLs;
- *   - admin page actions (approve, rotate secret) on a client id that does not exist.
+ *   - admin page actions (approve, rotate secret) on a client id that does not exist;
+ *   - a refused TOTP confirmation that started a new enrolment (a write) when none was pending.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +15,7 @@ import { connect } from 'node:net';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { adminApi, adminPagesAgent, adminToken, createAdminTool, createMfaAdmin } from '../helpers/admin.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
-import { UserAgent, csrfTokenOf, formActionOf } from '../helpers/browserless.ts';
+import { UserAgent, accountPagesAgent, csrfTokenOf, formActionOf } from '../helpers/browserless.ts';
 
 /** One raw HTTP/1.1 request, for headers fetch will not send (a Host that is not a host). */
 function rawRequest(port: number, head: string): Promise<string> {
@@ -155,5 +156,23 @@ describe('fuzzer findings stay fixed', () => {
       assert.match(res.body, /there is no such client/, action);
     }
     assert.equal(await count('clients'), clients);
+  });
+
+  it('a wrong TOTP confirmation with no enrolment pending starts none (a refused form writes nothing)', async () => {
+    const who = await server.createAccount({ username: 'totp-findings', role: 'patient', fhirId: 'totp-1' });
+    const { agent, csrf } = await accountPagesAgent(server.issuer, who);
+    const factors = await count('mfa_factors');
+    const res = await agent.request(`${server.issuer}/account/mfa/totp`, { form: { _csrf: csrf, code: '000000' } });
+    assert.equal(res.status, 302);
+    assert.equal(res.location, `${server.issuer}/account/mfa/totp`);
+    assert.equal(await count('mfa_factors'), factors, 'no pending factor created by the refused form');
+    // The page itself starts the enrolment; a wrong code is then refused with the page again.
+    const page = await agent.request(`${server.issuer}/account/mfa/totp`);
+    assert.equal(page.status, 200);
+    assert.equal(await count('mfa_factors'), factors + 1);
+    const wrong = await agent.request(`${server.issuer}/account/mfa/totp`, { form: { _csrf: csrfTokenOf(page.body), code: '000000' } });
+    assert.equal(wrong.status, 400);
+    assert.match(wrong.body, /That code is not valid/);
+    assert.equal(await count('mfa_factors'), factors + 1);
   });
 });
