@@ -33,6 +33,9 @@ const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EP
 const SQLSTATES = /^(08...|57P0[123]|53300|57014)$/;
 // pg's own connection failures carry no code. knex prefixes messages with the failed SQL and " - ".
 const PG_MESSAGES = /(?:^| - )(Connection terminated|Query read timeout|Client has encountered a connection error|Client was closed and is not queryable|timeout exceeded when trying to connect)/;
+// pg.Client's connect timeout says only this, and reaches callers unwrapped when a pool opens a
+// connection (the first query after the pool lost its connections).
+const PG_CONNECT_TIMEOUT = /^timeout expired$/;
 
 /** True when `err` (or what caused it) says the database is unreachable or not answering. */
 export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
@@ -41,7 +44,7 @@ export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string') {
     if (NETWORK_CODES.has(code) || SQLSTATES.test(code)) return true;
-  } else if (PG_MESSAGES.test(err.message)) {
+  } else if (PG_MESSAGES.test(err.message) || PG_CONNECT_TIMEOUT.test(err.message)) {
     return true;
   }
   if (err instanceof AggregateError && err.errors.some((e) => isDatabaseUnavailable(e, depth + 1))) return true;

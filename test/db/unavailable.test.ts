@@ -16,6 +16,7 @@ describe('isDatabaseUnavailable', () => {
     ['pg losing the connection, as knex reports it', new Error('select 1 - Connection terminated unexpectedly')],
     ['pg giving up on a query', new Error('select 1 - Query read timeout')],
     ['a connect timeout', new Error('Connection terminated due to connection timeout')],
+    ['pg.Client giving up on connecting (what a pool opening a connection reports)', new Error('timeout expired')],
     ['knex waiting for a pooled connection', Object.assign(new Error('Knex: Timeout acquiring a connection.'), { name: 'KnexTimeoutError' })],
     ['a cause further down', new Error('could not load the client', { cause: withCode('ECONNREFUSED') })],
     ['the typed error itself', new DatabaseUnavailableError(withCode('ECONNREFUSED'))],
@@ -26,6 +27,7 @@ describe('isDatabaseUnavailable', () => {
     ['a unique violation', withCode('23505', 'duplicate key value violates unique constraint')],
     // The failed SQL (with its values) leads knex's message: a value must not make it look like an outage.
     ['a constraint failure whose SQL mentions the words', withCode('23514', "insert into notes values ('Connection terminated unexpectedly') - new row violates check constraint")],
+    ['another timeout that merely mentions the words', new Error('the lock wait timeout expired while sealing')],
     ['a programming error', new TypeError("Cannot read properties of undefined (reading 'id')")],
     ['a thrown string', 'ECONNREFUSED'],
     ['nothing', undefined],
