@@ -206,7 +206,9 @@ describe('dynamic client registration refuses hostile bodies without a server er
           assert.deepEqual(await server.running.services.clients.get(reg.client_id), before, 'a refused update changes nothing');
         }
       }),
-      { numRuns: 300 },
+      // The untouched metadata always runs first, so the accepting branch is checked on every run
+      // (random mixes are mostly refused, and on some seeds all of them are).
+      { numRuns: 300, examples: [[{}]] },
     );
     // Both outcomes happened, so the property checked both branches.
     assert.ok(tally.created > 0 && tally.refused > 0, JSON.stringify(tally));
