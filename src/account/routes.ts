@@ -20,7 +20,7 @@ import { accountSessions, type AccountSession } from './account-session.ts';
 import { connectedApps } from './connected-apps.ts';
 import type { ClientRegistry } from '../clients/index.ts';
 import type { ConsentService } from '../consent/index.ts';
-import { formBody } from '../http/form-body.ts';
+import { formBody } from '../http/request-body.ts';
 
 export const ACCOUNT_CLIENT_ID = 'custos-account';
 /** Sensitive changes need a login at most this old (seconds). */

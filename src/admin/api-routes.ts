@@ -24,7 +24,7 @@ import {
   type RegisteredClient,
 } from '../clients/index.ts';
 import { HttpError, conflict, notFound, type FieldError } from '../http/errors.ts';
-import { jsonBody } from '../http/json-body.ts';
+import { jsonBody } from '../http/request-body.ts';
 import type { ProviderHost } from '../oidc/index.ts';
 import { AccountNotFoundError, AccountStateError, InvalidAccountCursorError, searchAccounts, type AccountAdmin } from './account-admin.ts';
 import { adminAuth, type AdminCaller } from './admin-auth.ts';

@@ -17,7 +17,7 @@ import {
   type RegisteredClient,
 } from '../clients/index.ts';
 import { HttpError } from '../http/errors.ts';
-import { jsonBody } from '../http/json-body.ts';
+import { jsonBody } from '../http/request-body.ts';
 
 export interface DcrDeps {
   issuer: string;

@@ -43,7 +43,7 @@ import {
   type ClientFormValues,
   type FormProblems,
 } from './client-form.ts';
-import { formBody } from '../http/form-body.ts';
+import { formBody } from '../http/request-body.ts';
 
 export const ADMIN_CLIENT_ID = 'custos-admin';
 const PAGE_SIZE = 50;

@@ -13,7 +13,7 @@ import { csrfToken, verifyCsrf, CSRF_FIELD } from '../http/csrf.ts';
 import type { Views } from '../http/views.ts';
 import type { LaunchRepository } from '../smart/index.ts';
 import { DEMO_APP_ID, DEMO_REQUEST_SCOPE } from './seed.ts';
-import { formBody } from '../http/form-body.ts';
+import { formBody } from '../http/request-body.ts';
 
 interface DemoDeps {
   issuer: string;

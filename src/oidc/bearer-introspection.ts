@@ -12,7 +12,7 @@ import type { ProviderHost } from './provider-host.ts';
 import { INTROSPECT_SCOPE } from './provider.ts';
 import { clientTokenAuth } from './client-token-auth.ts';
 import type { ConsentTokens } from './consent-tokens.ts';
-import { formBody } from '../http/form-body.ts';
+import { formBody } from '../http/request-body.ts';
 
 export interface BearerIntrospectionDeps {
   providers: ProviderHost;

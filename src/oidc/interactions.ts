@@ -20,7 +20,7 @@ import { consentPage } from './consent-page.ts';
 import { enrolmentView, LOGIN_RESULTS, secondFactorState } from './second-factor.ts';
 import { requiredLevel, type MfaPolicy, type MfaRepository } from '../mfa/index.ts';
 import type { Account, LoginStep, LoginThrottle } from '../accounts/index.ts';
-import { formBody } from '../http/form-body.ts';
+import { formBody } from '../http/request-body.ts';
 
 interface InteractionDeps {
   providers: ProviderHost;

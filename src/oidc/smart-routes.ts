@@ -7,7 +7,7 @@ import type { Context } from 'koa';
 import { z } from 'zod';
 import type { ClientRegistry } from '../clients/index.ts';
 import { HttpError, badRequest } from '../http/errors.ts';
-import { jsonBody } from '../http/json-body.ts';
+import { jsonBody } from '../http/request-body.ts';
 import { DEFAULT_SMART_STYLE, launchContextSchema, smartConfiguration, type LaunchRepository } from '../smart/index.ts';
 import type { ProviderHost } from './provider-host.ts';
 import { EHR_LAUNCH_SCOPE } from './provider.ts';
