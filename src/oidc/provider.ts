@@ -52,10 +52,10 @@ export function signedTokenMaxLifetime(config: Config): number {
   return Math.max(config.ttl.idToken, config.ttl.accessToken) + CLOCK_TOLERANCE;
 }
 
-/** How long instances take to notice new signing keys, at most (see `signingKeyRefresh`). */
 // One connection pool for every provider instance (the provider is rebuilt when keys change).
 const outboundFetch = createOutboundFetch();
 
+/** How long instances take to notice new signing keys, at most (see `signingKeyRefresh`). */
 export function rotationTiming(config: Config) {
   return {
     activateAfterSeconds: 2 * config.signingKeyRefreshInterval + 5,
