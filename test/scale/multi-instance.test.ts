@@ -316,7 +316,7 @@ describe('many instances on one database', { skip: adminUrl ? false : 'needs DAT
       for (const i of [0, 1, 2]) {
         const old = instances[i]!;
         assert.equal(await old.stop('SIGTERM'), 0, `instance ${i} exits cleanly`);
-        assert.ok(old.logs.some((l) => l.msg === 'stopped'), `instance ${i} drained and closed its pool`);
+        assert.ok(old.logs().some((l) => l.msg === 'stopped'), `instance ${i} drained and closed its pool`);
         instances[i] = await startInstance(env, old.port);
         await waitUntilHealthy(i);
       }
