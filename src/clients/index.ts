@@ -16,6 +16,7 @@ export {
 } from './client-metadata.ts';
 export {
   createClientRegistry,
+  newClientId,
   CLIENT_STATUSES,
   CLIENT_CATEGORIES,
   CLIENT_SORTS,

@@ -215,6 +215,17 @@ const CLIENT_CACHE_MAX = 10_000;
 export const USAGE_FLUSH_MS = 2000;
 
 const CLIENT_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+/**
+ * A new random client id (128 bits, base64url) that never starts with '-', which a command line
+ * (`custos client show <id>`) would read as an option.
+ */
+export function newClientId(): string {
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
+}
 const DAY_MS = 86_400_000;
 
 function toClient(r: ClientRow, now: Date): RegisteredClient {
@@ -368,7 +379,7 @@ export function createClientRegistry(db: Knex, secretPepper: Buffer, opts: Clien
       const metadata = parseMetadata(input);
       checkCategory(metadata, options.category ?? 'third-party');
       if (options.clientId !== undefined && !CLIENT_ID.test(options.clientId)) throw new Error('invalid client_id');
-      const clientId = options.clientId ?? randomBytes(16).toString('base64url');
+      const clientId = options.clientId ?? newClientId();
       const clientSecret = needsSecret(metadata) ? generateClientSecret() : undefined;
       const registrationAccessToken = options.registrationToken ? randomBytes(32).toString('base64url') : undefined;
       const by = options.by ?? { actor: 'system' };
