@@ -345,7 +345,11 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       if (res.status >= 300) return upstreamError(res.status, res.json);
       const headers = passHeaders(res.headers);
       // What the server sends back is shown only if the app could read it.
-      if (isObject(res.json) && res.json.resourceType !== 'OperationOutcome' && !checkResource(res.json, permit.filter, ['c', 'r', 'u']).visible) {
+      const shown = async (json: Json) => {
+        const medications = await lookup([json]);
+        return checkResource(json, permit.filter, ['c', 'r', 'u'], medications ? { medications } : {}).visible;
+      };
+      if (isObject(res.json) && res.json.resourceType !== 'OperationOutcome' && !(await shown(res.json))) {
         return { reply: new Reply(res.status, operationOutcome('forbidden', 'done; the result is not shown')), outcome: 'success' };
       }
       return { reply: new Reply(res.status, res.json ?? (res.empty ? null : operationOutcome('exception', 'the FHIR server answered with a body that is not JSON')), headers), outcome: 'success' };
