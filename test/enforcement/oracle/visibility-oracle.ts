@@ -184,6 +184,12 @@ export interface Oracle {
   visible(resource: Json, need: Permission): boolean;
   /** vread / history entry: the version and the current version both visible (spec "Versions"). */
   versionVisible(version: Json, current: Json | undefined): boolean;
+  /**
+   * The patient a search of `type` is confined to when EVERY scope that could allow it is
+   * patient-confined (spec rule 3), else undefined. The test uses it only to ask the upstream
+   * which resources are in that patient's compartment as the upstream indexes it.
+   */
+  searchCompartment(type: string): string | undefined;
 }
 
 /**
@@ -302,6 +308,12 @@ export function createOracle(token: OracleToken, currentOf: (type: string, id: s
 
   return {
     visible,
+    searchCompartment(type) {
+      const covering = scopes.filter((s) => (s.type === '*' || s.type === type) && s.perms.has('s'));
+      if (covering.length === 0) return undefined;
+      const patients = covering.map(confinement);
+      return patients.every((p) => typeof p === 'string') ? (patients[0] as string) : undefined;
+    },
     versionVisible(version, current) {
       return current !== undefined && visible(current, 'r') && visible(version, 'r');
     },
