@@ -6,6 +6,14 @@
  */
 
 export type Json = Record<string, unknown>;
+
+/**
+ * The spec lets a `user/` scope fall back to the fhirUser's Patient when the token names no
+ * patient in context; it does not say that of `patient/` scopes. The strict reading (false): a
+ * `patient/` scope without a `patient` claim allows nothing. The proxy reads it the other way
+ * (the fhirUser's Patient); flip this if the spec is settled that way.
+ */
+export const PATIENT_SCOPES_FALL_BACK_TO_FHIRUSER = false;
 export type Permission = 'r' | 's';
 
 /** The token facts the contract speaks of (spec: "Token facts"). */
@@ -207,7 +215,7 @@ export function createOracle(token: OracleToken, currentOf: (type: string, id: s
 
   /** undefined: not confined; null: confined to nobody; else the patient id. */
   function confinement(scope: Scope): string | undefined | null {
-    if (scope.context === 'patient') return token.patient ?? null;
+    if (scope.context === 'patient') return token.patient ?? (PATIENT_SCOPES_FALL_BACK_TO_FHIRUSER ? (fhirUserPatient ?? null) : null);
     if (scope.context === 'system' && token.sub === undefined) return undefined;
     if (practitioner) return undefined;
     return token.patient ?? fhirUserPatient ?? null;
@@ -309,9 +317,9 @@ export function createOracle(token: OracleToken, currentOf: (type: string, id: s
   return {
     visible,
     searchCompartment(type) {
-      const covering = scopes.filter((s) => (s.type === '*' || s.type === type) && s.perms.has('s'));
-      if (covering.length === 0) return undefined;
-      const patients = covering.map(confinement);
+      // Scopes confined to nobody allow nothing, so they do not widen the search either.
+      const patients = scopes.filter((s) => (s.type === '*' || s.type === type) && s.perms.has('s')).map(confinement).filter((p) => p !== null);
+      if (patients.length === 0) return undefined;
       return patients.every((p) => typeof p === 'string') ? (patients[0] as string) : undefined;
     },
     versionVisible(version, current) {
