@@ -47,12 +47,12 @@ export async function startRig(): Promise<Rig> {
   });
   const issuer = await listen(jwksServer);
   // The proxy's port is known before the proxy is made, so its public URL can be given.
-  let handle: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
-  const proxyServer = createServer((req, res) => handle!(req, res));
+  const proxyHolder: { handle?: (req: IncomingMessage, res: ServerResponse) => void } = {};
+  const proxyServer = createServer((req, res) => proxyHolder.handle!(req, res));
   const proxyUrl = await listen(proxyServer);
   const tokens = createTokenValidator({ issuer, jwt: { jwksUri: `${issuer}/jwks` } });
   const proxy = createFhirProxy({ upstream: fhir.url, publicUrl: proxyUrl, tokens });
-  handle = (req, res) => proxy.handle(req, res);
+  proxyHolder.handle = (req, res) => proxy.handle(req, res);
   let serial = 0;
 
   return {
