@@ -1,0 +1,106 @@
+/**
+ * What the differential and regression tests run: Medplum's FHIR server (test/helpers), a tiny
+ * JWKS endpoint with one RS256 key, the real token validator reading it, and the real proxy in
+ * front of Medplum. Tokens are RFC 9068 JWTs carrying the facts an {@link OracleToken} names, the
+ * consent as Custos writes it (`consentDetails`).
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import { createFhirProxy, createTokenValidator } from '../../../src/enforcement/index.ts';
+import { consentDetails } from '../../../src/consent/visibility.ts';
+import type { SensitiveLabel } from '../../../src/consent/security-labels.ts';
+import { startMedplumFhirServer, type MedplumFhirServer } from '../../helpers/medplum-fhir-server.ts';
+import type { OracleToken } from './visibility-oracle.ts';
+
+export interface Answer {
+  status: number;
+  body: Record<string, unknown>;
+  text: string;
+}
+
+export interface Rig {
+  fhir: MedplumFhirServer;
+  /** The proxy's public base URL (the tokens' audience). */
+  proxyUrl: string;
+  issuer: string;
+  mint(token: OracleToken, clientId?: string): Promise<string>;
+  /** GET through the proxy: a path below its base, or an absolute URL (a paging link). */
+  get(pathOrUrl: string, jwt: string): Promise<Answer>;
+  close(): Promise<void>;
+}
+
+const listen = (server: Server) => new Promise<string>((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)));
+const shut = (server: Server) =>
+  new Promise<void>((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+
+export async function startRig(): Promise<Rig> {
+  const fhir = await startMedplumFhirServer();
+  const { publicKey, privateKey } = await generateKeyPair('RS256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'differential', alg: 'RS256', use: 'sig' };
+  const jwksServer = createServer((req, res) => {
+    if (req.url === '/jwks') res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [jwk] }));
+    else res.writeHead(404).end();
+  });
+  const issuer = await listen(jwksServer);
+  // The proxy's port is known before the proxy is made, so its public URL can be given.
+  const proxyHolder: { handle?: (req: IncomingMessage, res: ServerResponse) => void } = {};
+  const proxyServer = createServer((req, res) => proxyHolder.handle!(req, res));
+  const proxyUrl = await listen(proxyServer);
+  const tokens = createTokenValidator({ issuer, jwt: { jwksUri: `${issuer}/jwks` } });
+  const proxy = createFhirProxy({ upstream: fhir.url, publicUrl: proxyUrl, tokens });
+  proxyHolder.handle = (req, res) => proxy.handle(req, res);
+  let serial = 0;
+
+  return {
+    fhir,
+    proxyUrl,
+    issuer,
+    async mint(token, clientId = 'differential-app') {
+      serial += 1;
+      const now = Math.floor(Date.now() / 1000);
+      const claims: Record<string, unknown> = { client_id: clientId, scope: token.scopes.join(' '), jti: `t${serial}` };
+      if (token.sub) claims.sub = token.sub;
+      if (token.patient) claims.patient = token.patient;
+      if (token.fhirUser) claims.fhirUser = `${fhir.url}/${token.fhirUser}`;
+      if (token.consent) {
+        const c = token.consent;
+        claims.authorization_details = [
+          consentDetails({
+            consentId: `consent-${serial}`,
+            version: 1,
+            patientFhirId: token.patient,
+            limits: { hiddenLabels: c.hiddenLabels as SensitiveLabel[], ...(c.start ? { from: c.start } : {}), ...(c.end ? { until: c.end } : {}), ...(c.resourceTypes ? { resourceTypes: [...c.resourceTypes] } : {}) },
+          }),
+        ];
+      }
+      return new SignJWT(claims)
+        .setProtectedHeader({ alg: 'RS256', typ: 'at+jwt', kid: 'differential' })
+        .setIssuer(issuer)
+        .setAudience(proxyUrl)
+        .setIssuedAt(now)
+        .setExpirationTime(now + 3600)
+        .sign(privateKey);
+    },
+    async get(pathOrUrl, jwt) {
+      const url = pathOrUrl.startsWith('http') ? pathOrUrl : `${proxyUrl}${pathOrUrl}`;
+      const res = await fetch(url, { headers: { authorization: `Bearer ${jwt}`, accept: 'application/fhir+json' } });
+      const text = await res.text();
+      let body: Record<string, unknown> = {};
+      try {
+        body = JSON.parse(text) as Record<string, unknown>;
+      } catch {
+        // Left empty: the assertions on status and text say what went wrong.
+      }
+      return { status: res.status, body, text };
+    },
+    async close() {
+      await shut(proxyServer);
+      await shut(jwksServer);
+      await fhir.close();
+    },
+  };
+}
