@@ -8,12 +8,11 @@
 export type Json = Record<string, unknown>;
 
 /**
- * The spec lets a `user/` scope fall back to the fhirUser's Patient when the token names no
- * patient in context; it does not say that of `patient/` scopes. The strict reading (false): a
- * `patient/` scope without a `patient` claim allows nothing. The proxy reads it the other way
- * (the fhirUser's Patient); flip this if the spec is settled that way.
+ * Settled (issue 14): a token that names no patient in context but whose user is a Patient reaches
+ * that patient's own record with `patient/` scopes too, as with the `user/` ones (README, "Whose data
+ * a user may see"). False would read such a `patient/` scope as allowing nothing.
  */
-export const PATIENT_SCOPES_FALL_BACK_TO_FHIRUSER = false;
+export const PATIENT_SCOPES_FALL_BACK_TO_FHIRUSER = true;
 export type Permission = 'r' | 's';
 
 /** The token facts the contract speaks of (spec: "Token facts"). */
