@@ -101,7 +101,12 @@ export function createConsentService(deps: ConsentServiceDeps) {
       if (input.expiresAt && input.expiresAt.getTime() <= at.getTime()) throw new ConsentError('invalid', 'the expiry must be in the future');
       return deps.db.transaction(async (trx) => {
         const existing = await repo.findFor(input.patientAccountId, input.clientId, by.accountId, trx);
-        const keep = existing && effectiveStatus(existing.current, at) === 'active' ? existing.current.scopes : [];
+        const active = existing && effectiveStatus(existing.current, at) === 'active' ? existing.current : undefined;
+        const keep = active ? active.scopes : [];
+        // Approving again with looser limits is a widening like any other.
+        if (active && widensSensitiveAccess(active.limits, input.limits) && !by.strongRecentLogin) {
+          throw new ConsentError('step_up_required', 'showing the app more than before needs a recent sign-in with two-step verification');
+        }
         const consent = await repo.append(
           { patientAccountId: input.patientAccountId, patientFhirId: input.patientFhirId, clientId: input.clientId, actorAccountId: by.accountId },
           {

@@ -35,11 +35,20 @@ export type VisibilityLimits = z.output<typeof visibilityLimitsSchema>;
 
 /**
  * True when `next` shows the app something `current` hid: a label no longer hidden, a date
- * range or type list removed or widened. Widening access to sensitive data needs step-up.
+ * range moved earlier or later or dropped at either end, a type list that gained a type or was
+ * dropped. Widening what an app sees needs step-up, whichever limit it loosens.
  */
 export function widensSensitiveAccess(current: VisibilityLimits, next: VisibilityLimits): boolean {
   const stillHidden = new Set(next.hiddenLabels);
-  return current.hiddenLabels.some((l) => !stillHidden.has(l));
+  if (current.hiddenLabels.some((l) => !stillHidden.has(l))) return true;
+  // ISO dates compare as strings; an end that is gone is the widest end of all.
+  if (current.from && (!next.from || next.from < current.from)) return true;
+  if (current.until && (!next.until || next.until > current.until)) return true;
+  if (current.resourceTypes) {
+    const allowed = new Set(current.resourceTypes);
+    if (!next.resourceTypes || next.resourceTypes.some((t) => !allowed.has(t))) return true;
+  }
+  return false;
 }
 
 /** Labels shared with the app (not hidden): what needs a strong login to grant. */

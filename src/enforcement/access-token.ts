@@ -6,7 +6,7 @@
  */
 import { isResourceScope, parseResourceScope, type ResourceScope } from '../smart/scope-grammar.ts';
 import { CONSENT_DETAILS_TYPE } from '../consent/visibility.ts';
-import { FHIR_ID } from './fhir-request.ts';
+import { FHIR_ID, RESOURCE_TYPE } from './fhir-request.ts';
 
 export interface SecurityLabelRef {
   system: string;
@@ -31,6 +31,8 @@ export interface AccessFacts {
   sub?: string;
   /** The FHIR Patient id in context (SMART `patient`), for `patient/` scopes. */
   patient?: string;
+  /** Who the user is on the FHIR server, relative (`Patient/123`, `Practitioner/9`): SMART `fhirUser`. */
+  fhirUser?: string;
   acr?: string;
   authTime?: number;
   /** Seconds since the epoch. */
@@ -87,6 +89,13 @@ function consentFrom(details: unknown): { limits?: ConsentLimits; patient?: stri
   return { limits, ...(patient ? { patient } : {}) };
 }
 
+/** `Type/id` from a `fhirUser` claim, which SMART makes an absolute URL (a relative one is taken too). */
+function fhirUserReference(claim: string): string | undefined {
+  const parts = claim.replace(/\/+$/, '').split('/');
+  const [type, id] = parts.slice(-2);
+  return type && id && RESOURCE_TYPE.test(type) && FHIR_ID.test(id) ? `${type}/${id}` : undefined;
+}
+
 /**
  * Turns introspection output or JWT claims into {@link AccessFacts}. The claims must already be
  * known to be authentic and active; this refuses a token whose claims contradict themselves or
@@ -110,6 +119,9 @@ export function accessFactsFromClaims(claims: Record<string, unknown>, now: numb
     return { active: false, reason: 'the patient in context is not the patient who consented' };
   }
   if (consent.limits?.expiresAt && consent.limits.expiresAt.getTime() <= now) return { active: false, reason: 'the consent has expired' };
+  const fhirUserClaim = str(claims.fhirUser);
+  const fhirUser = fhirUserClaim === undefined ? undefined : fhirUserReference(fhirUserClaim);
+  if (fhirUserClaim !== undefined && !fhirUser) return { active: false, reason: 'the fhirUser claim is not a FHIR resource URL' };
   const aud = claims.aud;
   const patient = launchPatient ?? consent.patient;
   const facts: AccessFacts = {
@@ -118,6 +130,7 @@ export function accessFactsFromClaims(claims: Record<string, unknown>, now: numb
     ...(str(claims.client_id) ? { clientId: str(claims.client_id) } : {}),
     ...(str(claims.sub) ? { sub: str(claims.sub) } : {}),
     ...(patient ? { patient } : {}),
+    ...(fhirUser ? { fhirUser } : {}),
     ...(str(claims.acr) ? { acr: str(claims.acr) } : {}),
     ...(num(claims.auth_time) !== undefined ? { authTime: num(claims.auth_time) } : {}),
     ...(num(claims.exp) !== undefined ? { exp: num(claims.exp) } : {}),

@@ -10,6 +10,7 @@ import type { AccessFacts } from './access-token.ts';
 import type { FhirInteraction, InteractionKind } from './fhir-request.ts';
 import type { AccessFilter } from './resource-visibility.ts';
 import { PATIENT_LINKS, PATIENT_SEARCH_ALIASES } from './resource-rules.ts';
+import { confineToUser } from './scope-confinement.ts';
 
 export interface EnforcementPolicy {
   /**
@@ -51,6 +52,8 @@ export interface Permit {
   neededForIncluded: Permission[];
   /** The compartment parameter the proxy added, if any. */
   addedCompartment?: [string, string];
+  /** Matches per page (`_count`), counted after filtering. */
+  pageSize: number;
 }
 
 export type Decision = Denial | Permit;
@@ -79,6 +82,11 @@ const ALLOWED_PARAMS: Record<string, ReadonlySet<string> | 'search'> = {
   everything: new Set(['_count', '_since', '_type', 'start', 'end', '_format', '_pretty']),
 };
 const FORMAT_ONLY = new Set(['_format', '_pretty']);
+
+/** The largest page a search through the proxy returns. */
+export const MAX_PAGE_SIZE = 1000;
+/** The page size when the app gives no `_count`. */
+export const DEFAULT_PAGE_SIZE = 50;
 const JSON_FORMATS = new Set(['json', 'application/json', 'application/fhir+json']);
 
 function checkParams(interaction: FhirInteraction): Denial | [string, string][] {
@@ -91,7 +99,11 @@ function checkParams(interaction: FhirInteraction): Denial | [string, string][] 
       continue;
     }
     if (name === '_pretty') continue;
-    if (name === '_count' && !/^[1-9]\d{0,3}$/.test(value)) return deny(400, 'invalid', '_count must be a whole number from 1 to 9999 (a count alone is not supported)');
+    if (name === '_count') {
+      // The proxy pages itself (see fhir-proxy.ts), so the page size is not passed on.
+      if (!/^[1-9]\d{0,3}$/.test(value) || Number(value) > MAX_PAGE_SIZE) return deny(400, 'invalid', `_count must be a whole number from 1 to ${MAX_PAGE_SIZE} (a count alone is not supported)`);
+      continue;
+    }
     if (name === '_summary') {
       // A summary or count would drop what the proxy checks (labels, dates) or count what it hides.
       if (value !== 'false') return deny(400, 'not-supported', '_summary is not supported through this server');
@@ -127,14 +139,19 @@ function namesPatient(value: string, patient: string, bases: readonly string[]):
  */
 export function decide(interaction: FhirInteraction, facts: AccessFacts, policy: EnforcementPolicy = {}, now = Math.floor(Date.now() / 1000)): Decision {
   const bases = policy.bases ?? [];
-  const filter: AccessFilter = { scopes: facts.scopes, patient: facts.patient, consent: facts.consent, bases };
-  if (interaction.kind === 'capabilities') return { effect: 'allow', interaction, upstreamParams: [], filter, needed: [], neededForIncluded: [] };
+  const { scopes, patient } = confineToUser(facts);
+  const filter: AccessFilter = { scopes, patient, consent: facts.consent, bases };
+  if (interaction.kind === 'capabilities') return { effect: 'allow', interaction, upstreamParams: [], filter, needed: [], neededForIncluded: [], pageSize: DEFAULT_PAGE_SIZE };
 
   const type = interaction.resourceType!;
   if (type === 'Bundle') return deny(403, 'forbidden', 'Bundle resources may hold anything: they are not served through this server');
   if (type === 'Binary') return deny(403, 'forbidden', 'Binary resources carry no patient or labels this server can check');
   const permission = PERMISSION[interaction.kind];
-  const candidates = facts.scopes.filter((s) => permits(s, type, permission));
+  if (interaction.kind === 'history' && interaction.level === 'type') {
+    // Each version would need its resource's current state judged too (see the proxy): one resource at a time.
+    return deny(400, 'not-supported', 'history across a resource type is not supported through this server; ask for one resource\'s history');
+  }
+  const candidates = scopes.filter((s) => permits(s, type, permission));
   if (candidates.length === 0) {
     return deny(403, 'forbidden', `the token has no scope to ${interaction.kind} ${type}`, { error: 'insufficient_scope' });
   }
@@ -163,7 +180,6 @@ export function decide(interaction: FhirInteraction, facts: AccessFacts, policy:
 
   // Only patient/ scopes allow this: the request must stay inside the patient's compartment.
   if (candidates.every((s) => s.context === 'patient')) {
-    const patient = facts.patient;
     if (!patient) return deny(403, 'forbidden', 'the token names no patient, so patient/ scopes allow nothing');
     if (type !== 'Patient' && !PATIENT_LINKS[type]) return deny(403, 'forbidden', `${type} resources are not in the patient compartment this server can check`);
     if (interaction.compartment && interaction.compartment.id !== patient) return deny(403, 'forbidden', "another patient's records are not accessible with this token");
@@ -197,6 +213,7 @@ export function decide(interaction: FhirInteraction, facts: AccessFacts, policy:
     filter,
     needed: [permission],
     neededForIncluded: ['r', 's'],
+    pageSize: Number(interaction.params.findLast(([n]) => n.split(':')[0] === '_count')?.[1] ?? DEFAULT_PAGE_SIZE),
     ...(addedCompartment ? { addedCompartment } : {}),
   };
 }

@@ -1,21 +1,23 @@
 /**
  * A reverse proxy that puts a patient's consent in front of any FHIR R4 server: it validates the
  * bearer token, decides the request ({@link decide}), forwards what is allowed (searches kept
- * inside the patient's compartment), filters what comes back ({@link filterBundle}), answers
- * refusals with an OperationOutcome (401 with RFC 6750 / RFC 9470 challenges, 403, 404), and
- * reports every decision to `audit`. Paging links are signed links to the proxy itself, so every
- * page is decided again under the token as it is then.
+ * inside the patient's compartment), judges what comes back ({@link judgeEntries}) and pages over
+ * the visible part only ({@link collectPage}), answers refusals with an OperationOutcome (401 with
+ * RFC 6750 / RFC 9470 challenges, 403, 404), and reports every decision to `audit`. Whatever is
+ * hidden answers exactly as what does not exist. Paging links are signed links to the proxy
+ * itself, so every page is decided again under the token as it is then.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AuditEventInput } from '../audit/audit-event.ts';
 import type { AccessFacts } from './access-token.ts';
-import { decide, type Decision, type EnforcementPolicy, type Permit } from './decision.ts';
-import { parseFhirRequest } from './fhir-request.ts';
+import { decide, MAX_PAGE_SIZE, type Decision, type EnforcementPolicy, type Permit } from './decision.ts';
+import { FHIR_ID, parseFhirRequest } from './fhir-request.ts';
 import { operationOutcome, type IssueCode } from './operation-outcome.ts';
-import { checkSingle, filterBundle, type FilterReport, type LinkRewriter } from './response-filter.ts';
-import { checkResource } from './resource-visibility.ts';
+import { bundleResources, checkSingle, judgeEntries, rewriteEntry, type FilterReport } from './response-filter.ts';
+import { checkResource, medicationReferences, type ReferencedMedications } from './resource-visibility.ts';
+import { collectPage, type Cursor } from './paging.ts';
 import { PATIENT_LINKS } from './resource-rules.ts';
 import { TokenServiceUnavailable, type TokenValidator } from './token-validator.ts';
 
@@ -51,6 +53,10 @@ export interface FhirProxy {
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const PAGE_PATH = '/_page';
 const PAGE_LIFETIME_MS = 60 * 60 * 1000;
+/** Matches judged at most for one page (see collectPage). */
+const MAX_SCANNED = 5000;
+/** Medications read at once by `_id`. */
+const MEDICATION_BATCH = 50;
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -111,16 +117,18 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     }
   }
 
-  function linksFor(self: string, originalRequest: string, facts: AccessFacts): LinkRewriter {
-    return {
-      self,
-      resourceUrl: (url) => (url.startsWith(`${upstream}/`) ? `${base()}${url.slice(upstream.length)}` : undefined),
-      page: (_relation, url) => {
-        if (!url.startsWith(`${upstream}/`) && !url.startsWith(`${upstream}?`)) return undefined;
-        const token = sign({ u: url.slice(upstream.length), r: originalRequest, c: facts.clientId ?? null, p: facts.patient ?? null, e: clock() + PAGE_LIFETIME_MS });
-        return `${base()}${PAGE_PATH}?page=${token}`;
-      },
-    };
+  const resourceUrl = (url: string) => (url.startsWith(`${upstream}/`) ? `${base()}${url.slice(upstream.length)}` : undefined);
+
+  /** A signed link to the proxy standing for the page that starts at `cursor`. */
+  function pageLink(cursor: Cursor, originalRequest: string, facts: AccessFacts): string {
+    const token = sign({ u: cursor.url, k: cursor.skip, r: originalRequest, c: facts.clientId ?? null, p: facts.patient ?? null, s: facts.sub ?? null, e: clock() + PAGE_LIFETIME_MS });
+    return `${base()}${PAGE_PATH}?page=${token}`;
+  }
+
+  /** An upstream link as a path below the upstream base; a link elsewhere is the server misbehaving. */
+  function belowUpstream(url: string): string {
+    if (url.startsWith(`${upstream}/`) || url.startsWith(`${upstream}?`)) return url.slice(upstream.length);
+    throw new Error('the FHIR server gave a paging link to somewhere else');
   }
 
   async function readBody(req: IncomingMessage): Promise<Buffer | Outcome> {
@@ -180,19 +188,54 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
 
   const notFound = (reason: string) => refuse(404, 'not-found', 'not found, or not shared with this app', {}, reason);
 
-  /** The current version of a resource, checked before anything changes it. */
-  async function currentVisible(permit: Permit): Promise<Outcome | { etag?: string; exists: boolean }> {
-    const { resourceType, id } = permit.interaction;
-    const current = await callUpstream('GET', `/${resourceType}/${encodeURIComponent(id!)}`);
-    if (current.status === 404 || current.status === 410) return { exists: false };
-    if (current.status !== 200 || !isObject(current.json)) return upstreamError(current.status, current.json);
-    const verdict = checkSingle(current.json, permit);
-    if (!verdict.visible) return notFound(verdict.reason);
-    const etag = current.headers.get('etag');
-    return { exists: true, ...(etag ? { etag } : {}) };
+  type Lookup = (resources: Json[]) => Promise<ReferencedMedications | undefined>;
+
+  /**
+   * The Medications that `resources` refer to, read upstream once per request, when the consent
+   * hides anything a drug could reveal. One that cannot be read is recorded as `null` (and hides
+   * what refers to it).
+   */
+  async function medicationsFor(resources: Json[], permit: Permit, memo: Map<string, Json | null>): Promise<ReferencedMedications | undefined> {
+    if (!permit.filter.consent?.hiddenLabels.length) return undefined;
+    const byId: string[] = [];
+    for (const ref of new Set(resources.flatMap((r) => medicationReferences(r, permit.filter.bases)))) {
+      if (memo.has(ref)) continue;
+      const [type, mid, history, version, ...rest] = ref.split('/');
+      const valid = type === 'Medication' && FHIR_ID.test(mid ?? '') && rest.length === 0;
+      if (valid && history === undefined) byId.push(mid!);
+      else if (valid && history === '_history' && FHIR_ID.test(version ?? '')) {
+        const res = await callUpstream('GET', `/Medication/${mid}/_history/${version}`);
+        memo.set(ref, res.status === 200 && isObject(res.json) && res.json.resourceType === 'Medication' ? res.json : null);
+      } else memo.set(ref, null);
+    }
+    for (let i = 0; i < byId.length; i += MEDICATION_BATCH) {
+      const ids = byId.slice(i, i + MEDICATION_BATCH);
+      const res = await callUpstream('GET', `/Medication?_id=${ids.join(',')}&_count=${ids.length}`);
+      const found = new Map<string, Json>();
+      if (res.status === 200 && isObject(res.json)) for (const r of bundleResources(res.json)) if (r.resourceType === 'Medication' && typeof r.id === 'string') found.set(r.id, r);
+      for (const mid of ids) memo.set(`Medication/${mid}`, found.get(mid) ?? null);
+    }
+    return memo;
   }
 
-  function checkWrittenResource(body: Buffer, permit: Permit, contentType: string | undefined): Outcome | undefined {
+  /**
+   * Reads one resource (or version) and judges it. Missing, deleted and hidden answer alike, so
+   * the answer never tells whether something the app may not see exists.
+   */
+  async function readVisible(permit: Permit, path: string, lookup: Lookup): Promise<{ resource: Json; headers: Headers } | { outcome: Outcome }> {
+    const { resourceType, id } = permit.interaction;
+    const res = await callUpstream('GET', path);
+    if (res.status === 404 || res.status === 410) return { outcome: notFound('no such resource') };
+    if (res.status !== 200) return { outcome: upstreamError(res.status, res.json) };
+    if (!isObject(res.json) || res.json.resourceType !== resourceType || res.json.id !== id) {
+      return { outcome: refuse(502, 'exception', 'the FHIR server answered with something other than the resource') };
+    }
+    const verdict = checkSingle(res.json, permit, await lookup([res.json]));
+    if (!verdict.visible) return { outcome: notFound(verdict.reason) };
+    return { resource: res.json, headers: res.headers };
+  }
+
+  async function checkWrittenResource(body: Buffer, permit: Permit, contentType: string | undefined, lookup: Lookup): Promise<Outcome | undefined> {
     if (!/^application\/(fhir\+)?json\b/.test(contentType ?? '')) return refuse(415, 'not-supported', 'send the resource as application/fhir+json');
     let resource: unknown;
     try {
@@ -203,7 +246,8 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     const { resourceType, id, kind } = permit.interaction;
     if (!isObject(resource) || resource.resourceType !== resourceType) return refuse(400, 'invalid', `the body must be a ${resourceType} resource`);
     if (kind === 'update' && resource.id !== id) return refuse(400, 'invalid', 'the resource id in the body must match the URL');
-    const verdict = checkResource(resource, permit.filter, permit.needed, { checkDates: false });
+    const medications = await lookup([resource]);
+    const verdict = checkResource(resource, permit.filter, permit.needed, { checkDates: false, ...(medications ? { medications } : {}) });
     if (!verdict.visible) {
       const why = verdict.reason === 'other_patient' ? 'it would not belong to the patient in context' : `it is outside what the patient shared (${verdict.reason.replace(/_/g, ' ')})`;
       return refuse(403, 'forbidden', `this resource cannot be written: ${why}`, {}, verdict.reason);
@@ -234,34 +278,60 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     return undefined;
   }
 
-  async function execute(req: IncomingMessage, permit: Permit, facts: AccessFacts, self: string, original: string, body: Buffer | undefined, pageUrl?: string): Promise<Outcome> {
+  async function execute(req: IncomingMessage, permit: Permit, facts: AccessFacts, self: string, original: string, body: Buffer | undefined, cursor?: Cursor): Promise<Outcome> {
     const { interaction } = permit;
     const { kind, resourceType, id } = interaction;
-    const query = new URLSearchParams(permit.upstreamParams).toString();
-    const q = query ? `?${query}` : '';
     const enc = (v: string) => encodeURIComponent(v);
 
-    if (kind === 'read' || kind === 'vread') {
-      const path = `/${resourceType}/${enc(id!)}${kind === 'vread' ? `/_history/${enc(interaction.versionId!)}` : ''}`;
-      const res = await callUpstream('GET', path);
-      if (res.status !== 200) return upstreamError(res.status, res.json);
-      if (!isObject(res.json) || res.json.resourceType !== resourceType || res.json.id !== id) return refuse(502, 'exception', 'the FHIR server answered with something other than the resource');
-      const verdict = checkSingle(res.json, permit);
-      if (!verdict.visible) return notFound(verdict.reason);
-      return { reply: new Reply(200, res.json, passHeaders(res.headers)), outcome: 'success' };
+    const memo = new Map<string, Json | null>();
+    const lookup: Lookup = (resources) => medicationsFor(resources, permit, memo);
+    const instancePath = id ? `/${resourceType}/${enc(id)}` : '';
+
+    // A version is shown only while the resource as it is now may be: one that has since moved to
+    // another patient, been labelled or been deleted keeps its past hidden too.
+    if (kind === 'read' || kind === 'vread' || kind === 'history') {
+      const current = await readVisible(permit, instancePath, lookup);
+      if ('outcome' in current) return current.outcome;
+      if (kind === 'read') return { reply: new Reply(200, current.resource, passHeaders(current.headers)), outcome: 'success' };
+      if (kind === 'vread') {
+        const version = await readVisible(permit, `${instancePath}/_history/${enc(interaction.versionId!)}`, lookup);
+        if ('outcome' in version) return version.outcome;
+        return { reply: new Reply(200, version.resource, passHeaders(version.headers)), outcome: 'success' };
+      }
     }
 
     if (kind === 'search' || kind === 'history' || kind === 'everything') {
-      let path: string;
-      if (pageUrl) path = pageUrl;
-      else if (kind === 'search') path = `/${resourceType}${q}`;
-      else if (kind === 'everything') path = `/Patient/${enc(id!)}/$everything${q}`;
-      else path = `/${resourceType}${id ? `/${enc(id)}` : ''}/_history${q}`;
-      const res = await callUpstream('GET', path);
-      if (res.status !== 200) return upstreamError(res.status, res.json);
-      if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle');
-      const { bundle, report } = filterBundle(res.json, permit, linksFor(self, original, facts));
-      return { reply: new Reply(200, bundle), outcome: 'success', report };
+      const path = kind === 'search' ? `/${resourceType}` : kind === 'everything' ? `${instancePath}/$everything` : `${instancePath}/_history`;
+      // Upstream pages are read in sizes of our choosing; the app's _count sizes the proxy's pages.
+      const upstreamCount = String(Math.min(MAX_PAGE_SIZE, Math.max(permit.pageSize + 1, 100)));
+      const from = cursor ?? { url: `${path}?${new URLSearchParams([...permit.upstreamParams, ['_count', upstreamCount]])}`, skip: 0 };
+      const collected = await collectPage<Outcome>({
+        from,
+        pageSize: permit.pageSize,
+        maxScanned: MAX_SCANNED,
+        fetch: async (url) => {
+          const res = await callUpstream('GET', url);
+          if (res.status !== 200) return { failure: upstreamError(res.status, res.json) };
+          if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return { failure: refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle') };
+          return { bundle: res.json };
+        },
+        judge: async (bundle) => judgeEntries(bundle, permit, await lookup(bundleResources(bundle))),
+        nextOf: (bundle) => {
+          const next = (Array.isArray(bundle.link) ? bundle.link : []).find((l) => isObject(l) && l.relation === 'next' && typeof l.url === 'string') as { url: string } | undefined;
+          return next ? belowUpstream(next.url) : undefined;
+        },
+      });
+      if ('failure' in collected) return collected.failure;
+      const entries = [...collected.matches, ...collected.includes].map((e) => rewriteEntry(e, resourceUrl));
+      const bundle: Json = {
+        resourceType: 'Bundle',
+        type: kind === 'history' ? 'history' : 'searchset',
+        // A total only where it is plainly the number of matches shown: a result of one page.
+        ...(!cursor && !collected.next ? { total: collected.matches.length } : {}),
+        link: [{ relation: 'self', url: self }, ...(collected.next ? [{ relation: 'next', url: pageLink(collected.next, original, facts) }] : [])],
+        ...(entries.length ? { entry: entries } : {}),
+      };
+      return { reply: new Reply(200, bundle), outcome: 'success', report: collected.report };
     }
 
     const contentType = req.headers['content-type'];
@@ -275,7 +345,11 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       if (res.status >= 300) return upstreamError(res.status, res.json);
       const headers = passHeaders(res.headers);
       // What the server sends back is shown only if the app could read it.
-      if (isObject(res.json) && res.json.resourceType !== 'OperationOutcome' && !checkResource(res.json, permit.filter, ['c', 'r', 'u']).visible) {
+      const shown = async (json: Json) => {
+        const medications = await lookup([json]);
+        return checkResource(json, permit.filter, ['c', 'r', 'u'], medications ? { medications } : {}).visible;
+      };
+      if (isObject(res.json) && res.json.resourceType !== 'OperationOutcome' && !(await shown(res.json))) {
         return { reply: new Reply(res.status, operationOutcome('forbidden', 'done; the result is not shown')), outcome: 'success' };
       }
       return { reply: new Reply(res.status, res.json ?? (res.empty ? null : operationOutcome('exception', 'the FHIR server answered with a body that is not JSON')), headers), outcome: 'success' };
@@ -285,30 +359,23 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       return refuse(400, 'not-supported', 'conditional creates and updates are not supported through this server');
     }
     if (kind === 'create') {
-      const problem = checkWrittenResource(body ?? Buffer.alloc(0), permit, contentType);
+      const problem = await checkWrittenResource(body ?? Buffer.alloc(0), permit, contentType, lookup);
       if (problem) return problem;
       return written('POST', `/${resourceType}`, body, {});
     }
-    const current = await currentVisible(permit);
-    if ('reply' in current) return current;
-    const ifMatch = typeof req.headers['if-match'] === 'string' ? req.headers['if-match'] : current.etag;
+    // The body is judged before the current version is read, so whether a refusal is about the
+    // body or a 404 does not depend on what exists. An update never creates: a PUT to an id that
+    // does not exist answers as one that is hidden (create with POST).
+    const problem =
+      kind === 'update' ? await checkWrittenResource(body ?? Buffer.alloc(0), permit, contentType, lookup) : kind === 'patch' ? checkPatch(body ?? Buffer.alloc(0), permit, contentType) : undefined;
+    if (problem) return problem;
+    const current = await readVisible(permit, instancePath, lookup);
+    if ('outcome' in current) return current.outcome;
+    const ifMatch = typeof req.headers['if-match'] === 'string' ? req.headers['if-match'] : current.headers.get('etag');
     // The version checked above is the version changed: a concurrent change makes the write fail.
     const guard: Record<string, string> = ifMatch ? { 'if-match': ifMatch } : {};
-    if (kind === 'update') {
-      const problem = checkWrittenResource(body ?? Buffer.alloc(0), permit, contentType);
-      if (problem) return problem;
-      if (!current.exists && !facts.scopes.some((s) => s.permissions.has('c') && (s.resourceType === '*' || s.resourceType === resourceType))) {
-        return notFound('update would create');
-      }
-      return written('PUT', `/${resourceType}/${enc(id!)}`, body, guard);
-    }
-    if (!current.exists) return notFound('no such resource');
-    if (kind === 'patch') {
-      const problem = checkPatch(body ?? Buffer.alloc(0), permit, contentType);
-      if (problem) return problem;
-      return written('PATCH', `/${resourceType}/${enc(id!)}`, body, guard);
-    }
-    return written('DELETE', `/${resourceType}/${enc(id!)}`, undefined, guard);
+    const method = kind === 'update' ? 'PUT' : kind === 'patch' ? 'PATCH' : 'DELETE';
+    return written(method, instancePath, kind === 'delete' ? undefined : body, guard);
   }
 
   async function bearer(req: IncomingMessage): Promise<Outcome | AccessFacts> {
@@ -351,21 +418,23 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     facts.value = token;
 
     let original = `${path}${query.size ? `?${query}` : ''}`;
-    let pageUrl: string | undefined;
+    let cursor: Cursor | undefined;
     if (path === PAGE_PATH) {
       if (req.method !== 'GET') return refuse(405, 'not-supported', 'paging links take GET');
       const page = unsign(query.get('page') ?? '');
-      if (!page || typeof page.u !== 'string' || typeof page.r !== 'string' || typeof page.e !== 'number') return refuse(400, 'invalid', 'this paging link is not one this server gave out');
+      if (!page || typeof page.u !== 'string' || !Number.isSafeInteger(page.k) || (page.k as number) < 0 || typeof page.r !== 'string' || typeof page.e !== 'number') {
+        return refuse(400, 'invalid', 'this paging link is not one this server gave out');
+      }
       if (page.e < clock()) return refuse(410, 'not-found', 'this paging link has expired; search again');
-      if (page.c !== (token.clientId ?? null) || page.p !== (token.patient ?? null)) return refuse(403, 'forbidden', 'this paging link belongs to another token');
+      if (page.c !== (token.clientId ?? null) || page.p !== (token.patient ?? null) || page.s !== (token.sub ?? null)) return refuse(403, 'forbidden', 'this paging link belongs to another token');
       original = page.r;
-      pageUrl = page.u;
+      cursor = { url: page.u, skip: page.k as number };
     }
     const [origPath = '', origQuery = ''] = original.split(/\?(.*)/s);
 
     let formBody: URLSearchParams | undefined;
     let body: Buffer | undefined;
-    if (['POST', 'PUT', 'PATCH'].includes(req.method ?? '') && !pageUrl) {
+    if (['POST', 'PUT', 'PATCH'].includes(req.method ?? '') && !cursor) {
       const read = await readBody(req);
       if (!Buffer.isBuffer(read)) return read;
       body = read;
@@ -374,9 +443,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         formBody = new URLSearchParams(body.toString('utf8'));
       }
     }
-    const parsed = parseFhirRequest({ method: pageUrl ? 'GET' : (req.method ?? 'GET'), path: origPath, query: new URLSearchParams(origQuery), ...(formBody ? { formBody } : {}) });
+    const parsed = parseFhirRequest({ method: cursor ? 'GET' : (req.method ?? 'GET'), path: origPath, query: new URLSearchParams(origQuery), ...(formBody ? { formBody } : {}) });
     if (!parsed.ok) return refuse(parsed.status, parsed.status === 404 ? 'not-found' : 'not-supported', parsed.reason);
-    if (pageUrl && !['search', 'history', 'everything'].includes(parsed.interaction.kind)) return refuse(400, 'invalid', 'this paging link is not one this server gave out');
+    if (cursor && !['search', 'history', 'everything'].includes(parsed.interaction.kind)) return refuse(400, 'invalid', 'this paging link is not one this server gave out');
     if (parsed.interaction.kind === 'capabilities') return refuse(405, 'not-supported', 'metadata takes GET');
 
     const decision = decide(parsed.interaction, token, policy, Math.floor(clock() / 1000));
@@ -384,7 +453,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     if (decision.effect === 'deny') return denial(decision);
     // A POST _search is forwarded as a GET, and its own links point at the GET form.
     const selfUrl = formBody ? `${base()}${origPath.replace(/\/_search$/, '')}?${new URLSearchParams([...parsed.interaction.params])}` : self;
-    return execute(req, decision, token, selfUrl, formBody ? selfUrl.slice(base().length) : original, body, pageUrl);
+    return execute(req, decision, token, selfUrl, formBody ? selfUrl.slice(base().length) : original, body, cursor);
   }
 
   function send(res: ServerResponse, reply: Reply): void {

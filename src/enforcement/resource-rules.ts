@@ -74,7 +74,7 @@ export const DATE_ELEMENTS: Readonly<Record<string, readonly string[]>> = {
   MedicationDispense: ['whenHandedOver', 'whenPrepared'],
   MedicationRequest: ['authoredOn'],
   MedicationStatement: ['effectiveDateTime', 'effectivePeriod', 'dateAsserted'],
-  Observation: ['effectiveDateTime', 'effectivePeriod', 'effectiveInstant', 'issued'],
+  Observation: ['effectiveDateTime', 'effectivePeriod', 'effectiveInstant', 'effectiveTiming', 'issued'],
   Procedure: ['performedDateTime', 'performedPeriod'],
   QuestionnaireResponse: ['authored'],
   RiskAssessment: ['occurrenceDateTime', 'occurrencePeriod'],
@@ -85,13 +85,14 @@ export const DATE_ELEMENTS: Readonly<Record<string, readonly string[]>> = {
 /** Types that describe people, places and things rather than events: a date range does not apply. */
 export const UNDATED_TYPES: ReadonlySet<string> = new Set(['Patient', 'Device', 'Practitioner', 'PractitionerRole', 'Organization', 'Location', 'Medication', 'RelatedPerson']);
 
-const ICD10 = ['http://hl7.org/fhir/sid/icd-10', 'http://hl7.org/fhir/sid/icd-10-cm'];
-const SNOMED = ['http://snomed.info/sct'];
-const LOINC = ['http://loinc.org'];
+// Each code system under every name FHIR data carries it with: its canonical URL and its HL7 OID.
+const ICD10 = ['http://hl7.org/fhir/sid/icd-10', 'urn:oid:2.16.840.1.113883.6.3', 'http://hl7.org/fhir/sid/icd-10-cm', 'urn:oid:2.16.840.1.113883.6.90'];
+const SNOMED = ['http://snomed.info/sct', 'urn:oid:2.16.840.1.113883.6.96'];
+const LOINC = ['http://loinc.org', 'urn:oid:2.16.840.1.113883.6.1'];
 
 export interface SensitiveCode {
   systems: readonly string[];
-  /** Code prefixes (ICD-10 blocks) or exact codes (`exact: true`). */
+  /** Code prefixes (ICD-10 blocks, written without their dot) or exact codes (`exact: true`). */
   codes: readonly string[];
   exact?: boolean;
   /** The v3-ActCode sensitivity label it reveals. */
@@ -109,7 +110,7 @@ export const SENSITIVE_CODES: readonly SensitiveCode[] = [
   // The rest of chapter V (F00-F99): mental and behavioural disorders.
   { systems: ICD10, codes: ['F0', 'F2', 'F3', 'F4', 'F5', 'F6', 'F7', 'F8', 'F9'], label: 'PSY' },
   // B20-B24 HIV disease, Z21 asymptomatic HIV infection status, R75 inconclusive HIV test, O98.7.
-  { systems: ICD10, codes: ['B20', 'B21', 'B22', 'B23', 'B24', 'Z21', 'R75', 'O98.7'], label: 'HIV' },
+  { systems: ICD10, codes: ['B20', 'B21', 'B22', 'B23', 'B24', 'Z21', 'R75', 'O987'], label: 'HIV' },
   // A50-A64: infections with a predominantly sexual mode of transmission.
   { systems: ICD10, codes: ['A50', 'A51', 'A52', 'A53', 'A54', 'A55', 'A56', 'A57', 'A58', 'A59', 'A60', 'A61', 'A62', 'A63', 'A64'], label: 'STD' },
   { systems: SNOMED, codes: ['86406008', '165816005', '91947003'], exact: true, label: 'HIV' },
@@ -119,8 +120,24 @@ export const SENSITIVE_CODES: readonly SensitiveCode[] = [
   { systems: LOINC, codes: ['75622-1', '7917-8', '5221-7', '20447-9', '25836-8'], exact: true, label: 'HIV' },
 ];
 
-/** Elements whose codes are checked against {@link SENSITIVE_CODES}. */
-export const CODED_ELEMENTS = ['code', 'category', 'type', 'valueCodeableConcept', 'reasonCode', 'medicationCodeableConcept'] as const;
+/**
+ * Types whose `medicationReference` names the drug: a Medication on the server whose code or label
+ * is hidden hides the prescription, administration, dispense or statement too.
+ */
+export const MEDICATION_REFERENCE_TYPES: ReadonlySet<string> = new Set(['MedicationRequest', 'MedicationAdministration', 'MedicationDispense', 'MedicationStatement']);
+
+/**
+ * The systems of the labels a patient can hide, under every name they travel with: the
+ * terminology.hl7.org URL, the HL7 OID, and the hl7.org/fhir/v3 URL of FHIR DSTU2 and STU3 data.
+ * Compared lower-cased without a trailing `/`.
+ */
+export const LABEL_SYSTEM_ALIASES: Readonly<Record<string, readonly string[]>> = {
+  'http://terminology.hl7.org/CodeSystem/v3-ActCode': ['urn:oid:2.16.840.1.113883.5.4', 'http://hl7.org/fhir/v3/ActCode'],
+  'http://terminology.hl7.org/CodeSystem/v3-Confidentiality': ['urn:oid:2.16.840.1.113883.5.25', 'http://hl7.org/fhir/v3/Confidentiality'],
+};
+
+/** Confidentiality is ordered: data marked V (very restricted) is also hidden by hiding R. */
+export const STRICTER_LABELS: Readonly<Record<string, readonly string[]>> = { R: ['V'] };
 
 /** Element a granular scope parameter (SMART `?name=value`) is matched against, and how. */
 export const SCOPE_PARAMETERS: Readonly<Record<string, { element: string; kind: 'token' | 'code' }>> = {

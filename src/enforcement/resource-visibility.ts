@@ -1,13 +1,14 @@
 /**
  * Whether one FHIR resource may be shown (or written) under a token: its type is consented, a
  * granted scope covers it (granular `?category=` constraints included), it belongs to the patient
- * in context for `patient/` scopes, and the consent's visibility limits do not hide it (security
- * labels in `meta.security`, sensitive codes, data dates). Pure code.
+ * in context for `patient/` scopes (and holds no contained resource about someone else), and the
+ * consent's visibility limits do not hide it: security labels in `meta.security` (any case, any
+ * name of the label's code system), sensitive codes anywhere in the resource or in the Medication
+ * it references, and data dates (offsets, open periods and timings read conservatively). Pure code.
  */
 import type { Permission, ResourceScope } from '../smart/scope-grammar.ts';
 import type { ConsentLimits } from './access-token.ts';
-import { CODED_ELEMENTS, DATE_ELEMENTS, PATIENT_LINKS, SCOPE_PARAMETERS, SENSITIVE_CODES, UNDATED_TYPES } from './resource-rules.ts';
-import { ACT_CODE_SYSTEM } from '../consent/security-labels.ts';
+import { DATE_ELEMENTS, LABEL_SYSTEM_ALIASES, MEDICATION_REFERENCE_TYPES, PATIENT_LINKS, SCOPE_PARAMETERS, SENSITIVE_CODES, STRICTER_LABELS, UNDATED_TYPES } from './resource-rules.ts';
 
 /** Everything needed to judge a resource, fixed per request by the decision. */
 export interface AccessFilter {
@@ -19,6 +20,12 @@ export interface AccessFilter {
   bases?: readonly string[];
 }
 
+/**
+ * Medications a resource refers to, as fetched by the caller: the resource, or `null` when it
+ * could not be read. A reference missing from the lookup counts as unreadable.
+ */
+export type ReferencedMedications = ReadonlyMap<string, Record<string, unknown> | null>;
+
 export type HiddenReason =
   | 'malformed'
   | 'type_not_consented'
@@ -27,7 +34,8 @@ export type HiddenReason =
   | 'security_label'
   | 'sensitive_code'
   | 'outside_period'
-  | 'undated';
+  | 'undated'
+  | 'unverifiable_reference';
 
 export type ResourceVerdict = { visible: true } | { visible: false; reason: HiddenReason };
 
@@ -61,17 +69,40 @@ function matchesConstraints(resource: Json, scope: ResourceScope): boolean {
   });
 }
 
+/** Strips a known base from an absolute reference, leaving `Type/id[/_history/v]`. */
+function relative(ref: string, bases: readonly string[]): string {
+  for (const base of bases) if (ref.startsWith(`${base}/`)) return ref.slice(base.length + 1);
+  return ref;
+}
+
 /** Is `reference` exactly `Patient/<id>` (optionally versioned, or absolute under a known base)? */
 export function refersToPatient(reference: unknown, patient: string, bases: readonly string[] = []): boolean {
   if (!isObject(reference) || typeof reference.reference !== 'string') return false;
-  let ref = reference.reference;
-  for (const base of bases) if (ref.startsWith(`${base}/`)) ref = ref.slice(base.length + 1);
+  const ref = relative(reference.reference, bases);
   return ref === `Patient/${patient}` || ref.startsWith(`Patient/${patient}/_history/`);
+}
+
+/**
+ * True when a contained resource is about someone other than `patient`: any contained Patient (it
+ * cannot be shown to be this one), or a compartment resource whose patient is not this one nor a
+ * reference inside the container.
+ */
+function containsAnotherPerson(resource: Json, patient: string, bases: readonly string[]): boolean {
+  return asArray(resource.contained).some((c) => {
+    if (!isObject(c)) return true;
+    if (c.resourceType === 'Patient') return true;
+    const link = typeof c.resourceType === 'string' ? PATIENT_LINKS[c.resourceType] : undefined;
+    if (!link || c[link.element] === undefined) return false;
+    const value = c[link.element];
+    if (isObject(value) && typeof value.reference === 'string' && value.reference.startsWith('#')) return false;
+    return Array.isArray(value) || !refersToPatient(value, patient, bases);
+  });
 }
 
 /** True when the resource belongs to the patient's compartment as far as the proxy can tell. */
 export function inPatientCompartment(resource: Json, patient: string, bases: readonly string[] = []): boolean {
   const type = resource.resourceType;
+  if (containsAnotherPerson(resource, patient, bases)) return false;
   if (type === 'Patient') return resource.id === patient;
   const link = typeof type === 'string' ? PATIENT_LINKS[type] : undefined;
   if (!link) return false;
@@ -80,52 +111,149 @@ export function inPatientCompartment(resource: Json, patient: string, bases: rea
   return !Array.isArray(value) && refersToPatient(value, patient, bases);
 }
 
-function labelHidden(resource: Json, hidden: ConsentLimits['hiddenLabels']): boolean {
-  const meta = resource.meta;
-  if (!isObject(meta)) return false;
-  return asArray(meta.security).some(
-    (l) => isObject(l) && hidden.some((h) => h.code === l.code && (l.system === undefined || l.system === h.system)),
-  );
-}
+const normalSystem = (system: string) => system.trim().toLowerCase().replace(/\/+$/, '');
 
-function sensitiveCodeHidden(resource: Json, hidden: ConsentLimits['hiddenLabels']): boolean {
-  const labels = new Set(hidden.filter((h) => h.system === ACT_CODE_SYSTEM).map((h) => h.code));
-  if (labels.size === 0) return false;
-  const rules = SENSITIVE_CODES.filter((r) => labels.has(r.label));
-  for (const element of CODED_ELEMENTS) {
-    for (const c of codings(resource[element])) {
-      if (typeof c.system !== 'string' || typeof c.code !== 'string') continue;
-      const code = c.code;
-      if (rules.some((r) => r.systems.includes(c.system as string) && (r.exact ? r.codes.includes(code) : r.codes.some((p) => code.startsWith(p))))) return true;
+/** The hidden labels as `normalised system|CODE` keys, with every alias and every stricter label. */
+function hiddenLabelKeys(hidden: ConsentLimits['hiddenLabels']): { keys: Set<string>; codes: Set<string> } {
+  const keys = new Set<string>();
+  const codes = new Set<string>();
+  for (const label of hidden) {
+    const systems = [label.system, ...(LABEL_SYSTEM_ALIASES[label.system] ?? [])].map(normalSystem);
+    for (const code of [label.code, ...(STRICTER_LABELS[label.code] ?? [])]) {
+      codes.add(code.toUpperCase());
+      for (const system of systems) keys.add(`${system}|${code.toUpperCase()}`);
     }
   }
+  return { keys, codes };
+}
+
+function labelHidden(resource: Json, hidden: ReturnType<typeof hiddenLabelKeys>): boolean {
+  const meta = resource.meta;
+  if (!isObject(meta)) return false;
+  return asArray(meta.security).some((l) => {
+    if (!isObject(l) || typeof l.code !== 'string') return false;
+    const code = l.code.trim().toUpperCase();
+    // A label without a system is read as the patient's label of that code.
+    if (l.system === undefined) return hidden.codes.has(code);
+    return typeof l.system === 'string' && hidden.keys.has(`${normalSystem(l.system)}|${code}`);
+  });
+}
+
+/** Every Coding in a resource, however deep (components, evidence, stages, extensions, contained). */
+function* allCodings(value: unknown, depth = 0): Generator<{ system: string; code: string }> {
+  // Real resources nest a few dozen levels at most; deeper input is not walked further.
+  if (depth > 64) return;
+  if (Array.isArray(value)) {
+    for (const v of value) yield* allCodings(v, depth + 1);
+    return;
+  }
+  if (!isObject(value)) return;
+  if (typeof value.system === 'string' && typeof value.code === 'string') yield { system: value.system, code: value.code };
+  for (const v of Object.values(value)) if (typeof v === 'object' && v !== null) yield* allCodings(v, depth + 1);
+}
+
+const SENSITIVE_RULES = SENSITIVE_CODES.map((r) => ({
+  ...r,
+  systems: new Set(r.systems.map(normalSystem)),
+  codes: r.codes.map((c) => c.toUpperCase().replace(/\./g, '')),
+}));
+
+function sensitiveCodeHidden(resource: Json, hiddenCodes: ReadonlySet<string>): boolean {
+  const rules = SENSITIVE_RULES.filter((r) => hiddenCodes.has(r.label));
+  if (rules.length === 0) return false;
+  for (const c of allCodings(resource)) {
+    const system = normalSystem(c.system);
+    // ICD-10 codes are written with or without their dot, in either case.
+    const code = c.code.trim().toUpperCase().replace(/\./g, '');
+    if (rules.some((r) => r.systems.has(system) && (r.exact ? r.codes.includes(code) : r.codes.some((p) => code.startsWith(p))))) return true;
+  }
   return false;
+}
+
+/**
+ * The Medication references of a resource (and of the resources it contains) that point outside
+ * it, as relative `Medication/<id>[/_history/<v>]` strings, or as given when they point elsewhere.
+ */
+export function medicationReferences(resource: unknown, bases: readonly string[] = []): string[] {
+  if (!isObject(resource)) return [];
+  const refs: string[] = [];
+  for (const part of [resource, ...asArray(resource.contained).filter(isObject)]) {
+    if (typeof part.resourceType !== 'string' || !MEDICATION_REFERENCE_TYPES.has(part.resourceType)) continue;
+    const ref = part.medicationReference;
+    if (!isObject(ref)) continue;
+    if (typeof ref.reference !== 'string') {
+      // A reference by identifier only cannot be looked up.
+      refs.push('');
+      continue;
+    }
+    if (!ref.reference.startsWith('#')) refs.push(relative(ref.reference, bases));
+  }
+  return refs;
+}
+
+const lastDayOfMonth = (y: string, m: string) => String(new Date(Date.UTC(Number(y), Number(m), 0)).getUTCDate()).padStart(2, '0');
+
+const DATE_TIME = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
+
+interface DayRange {
+  first: string;
+  last: string;
+}
+
+/**
+ * The days a FHIR date, dateTime or instant may stand for. A time of day counts on the day written
+ * and on its UTC day, so an offset never carries it across a limit; a time without an offset
+ * cannot be placed at all.
+ */
+function dayRangeOfString(value: string): DayRange | undefined {
+  const m = DATE_TIME.exec(value);
+  if (!m) return undefined;
+  const [, y, mo, d, hh, , , tz] = m;
+  if (!mo) return { first: `${y}-01-01`, last: `${y}-12-31` };
+  if (!d) return { first: `${y}-${mo}-01`, last: `${y}-${mo}-${lastDayOfMonth(y!, mo)}` };
+  const local = `${y}-${mo}-${d}`;
+  if (!hh) return { first: local, last: local };
+  if (!tz) return undefined;
+  const instant = new Date(value);
+  if (Number.isNaN(instant.getTime())) return undefined;
+  const utc = instant.toISOString().slice(0, 10);
+  return utc < local ? { first: utc, last: local } : { first: local, last: utc };
+}
+
+function dayRangeOfPeriod(value: Json): DayRange | undefined {
+  if (value.start === undefined && value.end === undefined) return undefined;
+  const start = value.start === undefined ? undefined : typeof value.start === 'string' ? dayRangeOfString(value.start) : undefined;
+  const end = value.end === undefined ? undefined : typeof value.end === 'string' ? dayRangeOfString(value.end) : undefined;
+  if ((value.start !== undefined && !start) || (value.end !== undefined && !end)) return undefined;
+  // An open period runs from the beginning of time, or on without end.
+  return { first: start?.first ?? '0000-01-01', last: end?.last ?? '9999-12-31' };
+}
+
+function dayRangeOfTiming(value: Json): DayRange | undefined {
+  const events = asArray(value.event);
+  if (events.length > 0) {
+    const ranges = events.map((e) => (typeof e === 'string' ? dayRangeOfString(e) : undefined));
+    if (ranges.some((r) => !r)) return undefined;
+    return {
+      first: ranges.reduce((a, r) => (r!.first < a ? r!.first : a), '9999-12-31'),
+      last: ranges.reduce((a, r) => (r!.last > a ? r!.last : a), '0000-01-01'),
+    };
+  }
+  const repeat = value.repeat;
+  if (isObject(repeat) && isObject(repeat.boundsPeriod)) return dayRangeOfPeriod(repeat.boundsPeriod);
+  return undefined;
+}
+
+function dayRange(element: string, value: unknown): DayRange | undefined {
+  if (typeof value === 'string') return dayRangeOfString(value);
+  if (!isObject(value)) return undefined;
+  return element.endsWith('Timing') ? dayRangeOfTiming(value) : dayRangeOfPeriod(value);
 }
 
 function path(resource: Json, dotted: string): unknown {
   let v: unknown = resource;
   for (const part of dotted.split('.')) v = isObject(v) ? v[part] : undefined;
   return v;
-}
-
-/** The earliest and latest day a FHIR date, dateTime, instant or Period may stand for. */
-function dayRange(value: unknown): { first: string; last: string } | undefined {
-  if (typeof value === 'string') {
-    const m = /^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?/.exec(value);
-    if (!m) return undefined;
-    const [, y, mo, d] = m;
-    if (d) return { first: `${y}-${mo}-${d}`, last: `${y}-${mo}-${d}` };
-    if (mo) return { first: `${y}-${mo}-01`, last: `${y}-${mo}-31` };
-    return { first: `${y}-01-01`, last: `${y}-12-31` };
-  }
-  if (isObject(value)) {
-    const start = dayRange(value.start);
-    const end = dayRange(value.end);
-    if (!start && !end) return undefined;
-    // An open-ended period runs on: it cannot be shown as lying inside a range that ends.
-    return { first: (start ?? end)!.first, last: end ? end.last : '9999-12-31' };
-  }
-  return undefined;
 }
 
 function outsidePeriod(resource: Json, type: string, period: NonNullable<ConsentLimits['period']>): HiddenReason | undefined {
@@ -135,7 +263,8 @@ function outsidePeriod(resource: Json, type: string, period: NonNullable<Consent
   for (const element of elements) {
     const value = path(resource, element);
     if (value === undefined) continue;
-    const range = dayRange(value);
+    // The first element present dates the resource; one that cannot be read hides it.
+    const range = dayRange(element, value);
     if (!range) return 'undated';
     if ((period.start && range.first < period.start) || (period.end && range.last > period.end)) return 'outside_period';
     return undefined;
@@ -143,26 +272,48 @@ function outsidePeriod(resource: Json, type: string, period: NonNullable<Consent
   return 'undated';
 }
 
-function consentHides(resource: Json, type: string, consent: ConsentLimits, checkDates: boolean): HiddenReason | undefined {
-  if (consent.resourceTypes && !consent.resourceTypes.includes(type)) return 'type_not_consented';
+function hiddenByLabelsOrCodes(resource: Json, hidden: ReturnType<typeof hiddenLabelKeys>): HiddenReason | undefined {
   const parts = [resource, ...asArray(resource.contained).filter(isObject)];
   // A hidden contained resource hides its container: removing it would leave dangling references.
-  if (parts.some((p) => labelHidden(p, consent.hiddenLabels))) return 'security_label';
-  if (parts.some((p) => sensitiveCodeHidden(p, consent.hiddenLabels))) return 'sensitive_code';
-  if (checkDates && consent.period && (consent.period.start || consent.period.end)) return outsidePeriod(resource, type, consent.period);
+  if (parts.some((p) => labelHidden(p, hidden))) return 'security_label';
+  if (sensitiveCodeHidden(resource, hidden.codes)) return 'sensitive_code';
   return undefined;
+}
+
+function consentHides(resource: Json, type: string, filter: AccessFilter, consent: ConsentLimits, opts: CheckOptions): HiddenReason | undefined {
+  if (consent.resourceTypes && !consent.resourceTypes.includes(type)) return 'type_not_consented';
+  if (consent.hiddenLabels.length > 0) {
+    const hidden = hiddenLabelKeys(consent.hiddenLabels);
+    const reason = hiddenByLabelsOrCodes(resource, hidden);
+    if (reason) return reason;
+    for (const ref of medicationReferences(resource, filter.bases)) {
+      const medication = opts.medications?.get(ref);
+      // The drug decides what a prescription reveals: one that cannot be read cannot be cleared.
+      if (!medication) return 'unverifiable_reference';
+      const why = hiddenByLabelsOrCodes(medication, hidden);
+      if (why) return why;
+    }
+  }
+  if ((opts.checkDates ?? true) && consent.period && (consent.period.start || consent.period.end)) return outsidePeriod(resource, type, consent.period);
+  return undefined;
+}
+
+export interface CheckOptions {
+  /** `false` for a resource an app writes (the date range limits what it sees, not what it may record). */
+  checkDates?: boolean;
+  /** The Medications the resource refers to (see {@link medicationReferences}), read by the caller. */
+  medications?: ReferencedMedications;
 }
 
 /**
  * Whether `resource` may be shown (or, for writes, accepted) under `filter` with any of the
- * `needed` permissions. `checkDates: false` for a resource an app writes (the date range limits
- * what it sees, not what it may record).
+ * `needed` permissions.
  */
-export function checkResource(resource: unknown, filter: AccessFilter, needed: readonly Permission[], opts: { checkDates?: boolean } = {}): ResourceVerdict {
+export function checkResource(resource: unknown, filter: AccessFilter, needed: readonly Permission[], opts: CheckOptions = {}): ResourceVerdict {
   if (!isObject(resource) || typeof resource.resourceType !== 'string') return { visible: false, reason: 'malformed' };
   const type = resource.resourceType;
   if (filter.consent) {
-    const reason = consentHides(resource, type, filter.consent, opts.checkDates ?? true);
+    const reason = consentHides(resource, type, filter, filter.consent, opts);
     if (reason) return { visible: false, reason };
   }
   let otherPatient = false;

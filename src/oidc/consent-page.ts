@@ -20,6 +20,7 @@ import {
   securityLabel,
   SENSITIVE_LABELS,
   visibilityLimitsSchema,
+  widensSensitiveAccess,
   ScopeChoiceError,
   type ClientCategory,
   type ConsentService,
@@ -141,16 +142,18 @@ export function consentPage(deps: ConsentPageDeps) {
       checked: c.required || !picked || picked.has(c.scope),
       subScopes: c.subScopes.map((s) => ({ ...s, checked: Boolean(picked?.has(s.scope)) })),
     }));
-    // Limits start from the app's current consent, or else from the patient's preferences.
-    const current = isPatient && account ? await activeConsent(account.id, String(d.params.client_id), contextPatient(d, account)) : undefined;
-    const prefs = isPatient && account && !current ? await deps.consents.repo.preferences(account.id) : undefined;
+    const forPatient = isPatient && account ? contextPatient(d, account) : null;
+    const represented = forPatient && account && forPatient !== account.fhirPatientId ? await accounts.findPatientByFhirId(forPatient) : undefined;
+    // Limits start from the app's current consent, or else from the preferences of the patient
+    // whose record it is: a representative's own choices are about their own record.
+    const current = isPatient && account ? await activeConsent(account.id, String(d.params.client_id), forPatient) : undefined;
+    const prefsOwner = represented ?? account;
+    const prefs = isPatient && prefsOwner && !current ? await deps.consents.repo.preferences(prefsOwner.id) : undefined;
     const hiddenByDefault = new Set<string>(current?.limits.hiddenLabels ?? (prefs ? prefs[client.category] : SENSITIVE_LABELS));
     const shared = submitted ? new Set(submitted.shared) : new Set(SENSITIVE_LABELS.filter((l) => !hiddenByDefault.has(l)));
     const now = deps.consents.clock();
     const expiries = expiryChoices(deps.maxConsentSeconds);
     const chosenExpiry = submitted?.expiresDays ? Number(submitted.expiresDays) : expiries.at(-1);
-    const forPatient = isPatient && account ? contextPatient(d, account) : null;
-    const represented = forPatient && account && forPatient !== account.fhirPatientId ? await accounts.findPatientByFhirId(forPatient) : undefined;
     deps.render(
       ctx,
       {
@@ -265,14 +268,21 @@ export function consentPage(deps: ConsentPageDeps) {
     const current = await activeConsent(account.id, String(d.params.client_id), patientFhirId);
     const alreadyShared = new Set(current ? SENSITIVE_LABELS.filter((l) => !current.limits.hiddenLabels.includes(l)) : []);
     const newlyShared = SENSITIVE_LABELS.filter((l) => !limits.hiddenLabels.includes(l) && !alreadyShared.has(l));
-    if (newlyShared.length > 0 && !strong) {
+    // Loosening a date range or record-type list the app already had is sharing more, too.
+    const widened = current !== undefined && widensSensitiveAccess(current.limits, limits);
+    if ((newlyShared.length > 0 || widened) && !strong) {
       // Sharing sensitive data: prove a second factor now.
       const code = asText((ctx.request.body as Record<string, unknown>).code, 16).replace(/\s/g, '');
+      const what = newlyShared.length > 0 ? 'share sensitive information' : 'show the app more dates or record types than before';
       if (!(await deps.mfa.status(account.id)).totp) {
-        return show(ctx, d, form, 'Sharing sensitive information needs two-step verification. Set it up on your account page first, or keep these categories hidden.', 403);
+        const message =
+          newlyShared.length > 0
+            ? 'Sharing sensitive information needs two-step verification. Set it up on your account page first, or keep these categories hidden.'
+            : 'Showing the app more dates or record types than before needs two-step verification. Set it up on your account page first, or keep the limits as they were.';
+        return show(ctx, d, form, message, 403);
       }
       if (!code || !(await deps.mfa.verifyTotp(account.id, code))) {
-        return show(ctx, d, form, 'To share sensitive information, enter the current 6-digit code from your authenticator app.', 401);
+        return show(ctx, d, form, `To ${what}, enter the current 6-digit code from your authenticator app.`, 401);
       }
       strong = true;
       acr = ACR_MFA;

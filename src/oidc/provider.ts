@@ -159,7 +159,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       },
       userinfo: { enabled: true },
       pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
-      resourceIndicators: smartResourceIndicators(config, fhirServers),
+      resourceIndicators: smartResourceIndicators(config, fhirServers, async (id) => (await accounts.findById(id))?.role),
     },
     // CORS on the provider's endpoints only for browser apps (public clients) from the origin of
     // one of their redirect URIs; confidential clients are servers and never need it.

@@ -171,8 +171,9 @@ export function smartLaunch(deps: SmartLaunchDeps) {
   /** Launch context and fhirUser on access tokens (and so in introspection responses). */
   async function extraTokenClaims(ctx: KoaContextWithOIDC, token: { grantId?: string; accountId?: string }) {
     const claims: Record<string, unknown> = {};
-    const identityScopes = splitScopes(ctx.oidc.entities.Grant?.getOIDCScope());
-    if (token.accountId && deps.fhirBase && identityScopes.includes('fhirUser')) {
+    // Every user's access token says who the user is, asked for or not: a resource server needs
+    // it to tell a practitioner's user/ scopes from anyone else's (see src/enforcement/scope-confinement.ts).
+    if (token.accountId && deps.fhirBase) {
       const account = await accounts.findById(token.accountId);
       const reference = account ? fhirUserReference(account) : undefined;
       if (reference) claims.fhirUser = `${deps.fhirBase}/${reference}`;

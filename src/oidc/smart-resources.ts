@@ -5,7 +5,11 @@
  */
 import { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/index.ts';
-import { negotiate, splitScopes, isResourceScope, ScopeSyntaxError, type FhirServers } from '../smart/index.ts';
+import { negotiate, splitScopes, isResourceScope, scopeContextsForRole, scopesAllowedForRole, ScopeSyntaxError, type FhirServers } from '../smart/index.ts';
+import type { Role } from '../accounts/index.ts';
+
+/** The role of an account, or undefined when there is no such account. */
+export type RoleOf = (accountId: string) => Promise<Role | undefined>;
 
 type ResourceIndicators = NonNullable<NonNullable<Configuration['features']>['resourceIndicators']>;
 type ExtraParamValidator = (ctx: KoaContextWithOIDC, value: string | undefined) => Promise<void>;
@@ -99,7 +103,7 @@ export function smartExtraParams(fhirServers: FhirServers, launch: ExtraParamVal
   };
 }
 
-export function smartResourceIndicators(config: Config, fhirServers: FhirServers): ResourceIndicators {
+export function smartResourceIndicators(config: Config, fhirServers: FhirServers, roleOf: RoleOf): ResourceIndicators {
   return {
     enabled: true,
     async defaultResource(ctx) {
@@ -144,11 +148,18 @@ export function smartResourceIndicators(config: Config, fhirServers: FhirServers
         return { ...common, scope, accessTokenTTL: Math.min(config.ttl.accessToken, BACKEND_SERVICES_MAX_TTL) };
       }
       if (route === 'token') {
-        // Code exchange and refresh: what was granted at authorization, nothing more.
-        const granted = ctx.oidc.entities.Grant?.resources?.[resourceIndicator];
-        return { ...common, scope: typeof granted === 'string' ? granted : '', accessTokenTTL: config.ttl.accessToken };
+        // Code exchange and refresh: what was granted at authorization, nothing more, and only
+        // what the account's role allows now (a grant may predate a change of role, or of this rule).
+        const grant = ctx.oidc.entities.Grant;
+        const granted = grant?.resources?.[resourceIndicator];
+        const role = grant?.accountId ? await roleOf(grant.accountId) : undefined;
+        return { ...common, scope: typeof granted === 'string' ? scopesAllowedForRole(granted, role) : '', accessTokenTTL: config.ttl.accessToken };
       }
-      const scope = grantedScope(splitScopes(stringParam(ctx, 'scope')), ceiling, ['patient', 'user']);
+      // Before sign-in nobody is known and every user context is negotiated; once the user is
+      // known (the authorization resumes after login) only what their role allows is offered.
+      const accountId = ctx.oidc.session?.accountId;
+      const contexts = accountId ? scopeContextsForRole(await roleOf(accountId)) : (['patient', 'user'] as const);
+      const scope = grantedScope(splitScopes(stringParam(ctx, 'scope')), ceiling, [...contexts]);
       return { ...common, scope, accessTokenTTL: config.ttl.accessToken };
     },
   };

@@ -18,3 +18,4 @@ export { launchContextSchema, mergeContexts, CONTEXT_PARAMETERS, type LaunchCont
 export { createLaunchRepository, type LaunchRepository } from './launch-repository.ts';
 export { describeScope } from './scope-descriptions.ts';
 export { smartConfiguration, smartCapabilities, DEFAULT_SMART_STYLE, type SmartConfigurationInput } from './smart-configuration.ts';
+export { scopeContextsForRole, scopesAllowedForRole } from './role-contexts.ts';

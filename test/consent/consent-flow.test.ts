@@ -234,6 +234,30 @@ describe('consent at authorization, and tokens that obey it', () => {
     assert.equal(record?.current.acr, 'urn:custos:acr:mfa');
   });
 
+  it('treats dropping or loosening the date range or record types on a new authorization as sharing more', async () => {
+    const pat = await newPatient();
+    const scope = `openid launch/patient offline_access ${OBS} patient/Condition.rs`;
+    const first = await flow(pat, scope, (f) => setField(setField(setField(f, 'from', '2020-01-01'), 'until', '2021-12-31'), 'types', 'Observation'));
+    assert.ok(first.tokens, 'limits are free to set');
+    const consentId = consentEntry(await oidc.tokenIntrospection(config, first.tokens.access_token))!.consent_id;
+    const versions = async () => (await server.running.services.consents.repo.versions(consentId, 10)).length;
+    const before = await versions();
+    const loosened: [string, (f: Form) => Form][] = [
+      ['no date range', (f) => without(without(f, 'from'), 'until')],
+      ['no type list', (f) => without(f, 'types')],
+      ['a later end', (f) => setField(f, 'until', '2022-06-30')],
+    ];
+    for (const [what, edit] of loosened) {
+      const res = await flow(pat, scope, edit);
+      assert.equal(res.tokens, undefined, what);
+      assert.equal(res.page.status, 403, what);
+      assert.match(res.page.body, /Showing the app more dates or record types than before needs two-step verification/, what);
+    }
+    assert.equal(await versions(), before, 'nothing written');
+    const same = await flow(pat, scope);
+    assert.ok(same.tokens, 'the same limits again need nothing more');
+  });
+
   it('keeps history linear when changes race: each one wins or is refused as a conflict', async () => {
     const pat = await newPatient();
     const { tokens } = await flow(pat, `openid launch/patient ${OBS} patient/Condition.rs`);

@@ -96,6 +96,30 @@ describe('the patient portal (management_endpoint)', () => {
     assert.equal((await server.running.services.consents.repo.versions(consentId, 10)).length, 1);
   });
 
+  it('treats loosening a date range or type list as sharing more: step-up first, nothing written until then', async () => {
+    const { agent, consentId } = await connectedPatient();
+    const versions = async () => (await server.running.services.consents.repo.versions(consentId, 10)).length;
+    let page = await agent.request(url(`/account/apps/${consentId}`));
+    const base = formDefaults(page.body, consentId).filter(([k]) => !['_csrf', 'from', 'until', 'types'].includes(k));
+    const limited = [...base, ['from', '2020-01-01'], ['until', '2021-12-31'], ['types', 'Observation']] as [string, string][];
+    const narrowed = await post(agent, page, `/account/apps/${consentId}`, limited);
+    assert.equal(narrowed.status, 302, 'adding limits needs no step-up');
+    assert.equal(await versions(), 2);
+    page = await agent.request(url(`/account/apps/${consentId}`));
+    const widenings: [string, [string, string][]][] = [
+      ['no date range', [...base, ['types', 'Observation']]],
+      ['no type list', [...base, ['from', '2020-01-01'], ['until', '2021-12-31']]],
+      ['an earlier start', [...base, ['from', '2019-01-01'], ['until', '2021-12-31'], ['types', 'Observation']]],
+      ['another type', [...base, ['from', '2020-01-01'], ['until', '2021-12-31'], ['types', 'Observation Condition']]],
+    ];
+    for (const [what, form] of widenings) {
+      const res = await post(agent, page, `/account/apps/${consentId}`, form);
+      assert.equal(res.status, 403, what);
+      assert.match(res.body, /needs a recent sign-in with two-step verification/, what);
+    }
+    assert.equal(await versions(), 2, 'nothing written');
+  });
+
   it('refuses bad limits with a readable message', async () => {
     const { agent, consentId } = await connectedPatient();
     const page = await agent.request(url(`/account/apps/${consentId}`));

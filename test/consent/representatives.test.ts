@@ -127,6 +127,27 @@ describe('representatives act for another patient, with consents of their own', 
     const stranger = (await server.running.services.accounts.findPatientByFhirId('str-1'))!;
     await assert.rejects(consents.revoke(selfEntry.consent_id, { accountId: stranger.id, acr: null, strongRecentLogin: false }), /no such app connection/);
   });
+
+  it("pre-fills the consent page from the represented patient's privacy preferences, not the representative's", async () => {
+    const { accounts, consents } = server.running.services;
+    const teen = await server.createAccount({ username: 'teen', role: 'patient', fhirId: 'teen-1', displayName: 'Tess Teen' });
+    await accounts.addRepresentative(parent.id, teen.id, 'parent');
+    const all = ['ETH', 'PSY', 'HIV', 'STD', 'SEX', 'SDV', 'GDIS', 'R', 'V'] as const;
+    const strong = { acr: 'urn:custos:acr:mfa', strongRecentLogin: true };
+    // The teen shares genetic data with third-party apps by default; the parent shares nothing.
+    await consents.setPreferences({ internal: [...all], external: [...all], 'third-party': all.filter((l) => l !== 'GDIS') }, { accountId: teen.id, ...strong });
+    await consents.setPreferences({ internal: [...all], external: [...all], 'third-party': [...all] }, { accountId: parent.id, ...strong });
+    const parentPrefs = await consents.repo.preferences(parent.id);
+
+    const agent = new UserAgent();
+    const { page } = await toPicker(agent);
+    let consentPage = await agent.request(new URL(formActionOf(page.body, 'patient'), server.issuer).toString(), { form: { _csrf: csrfTokenOf(page.body), patient: 'teen-1' } });
+    consentPage = await agent.follow(consentPage.location!, server.issuer);
+    assert.match(consentPage.body, /You are deciding for <strong>Tess Teen<\/strong>/);
+    const shared = formDefaults(consentPage.body, 'confirm').filter(([n]) => n === 'share').map(([, v]) => v);
+    assert.deepEqual(shared, ['GDIS'], "the teen's own choice, though the parent shares nothing");
+    assert.deepEqual(await consents.repo.preferences(parent.id), parentPrefs, "the parent's preferences are untouched");
+  });
 });
 
 describe('custos user represent', () => {

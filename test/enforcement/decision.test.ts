@@ -3,9 +3,13 @@ import assert from 'node:assert/strict';
 import {
   accessFactsFromClaims,
   checkResource,
+  collectPage,
+  confineToUser,
   decide,
-  filterBundle,
+  judgeEntries,
+  medicationReferences,
   parseFhirRequest,
+  rewriteEntry,
   type AccessFacts,
   type FhirInteraction,
   type Permit,
@@ -115,17 +119,23 @@ describe('decide', () => {
     assert.equal(noPatient.effect, 'deny');
     const outside = decide(parse('GET', '/Practitioner'), facts('patient/*.rs'));
     assert.equal(outside.effect === 'deny' && outside.status, 403, 'types the proxy cannot tie to a patient are refused');
-    const user = decide(parse('GET', '/Practitioner'), facts('user/*.rs', { patient: undefined })) as Permit;
-    assert.deepEqual(user.upstreamParams, [], 'user/ scopes are not confined to a patient');
+    const user = decide(parse('GET', '/Practitioner'), facts('user/*.rs', { patient: undefined, sub: 'd', fhirUser: 'Practitioner/d1' })) as Permit;
+    assert.deepEqual(user.upstreamParams, [], "a practitioner's user/ scopes are not confined to a patient");
+    const nobody = decide(parse('GET', '/Practitioner'), facts('user/*.rs', { patient: undefined, sub: 'x' }));
+    assert.equal(nobody.effect === 'deny' && nobody.status, 403, 'user/ scopes of a user who is neither practitioner nor patient allow nothing');
   });
 
   it('refuses parameters that would count, select by or strip what the proxy checks', () => {
-    for (const q of ['_summary=count', '_summary=true', '_elements=code', '_has:Condition:patient:code=x', 'subject.name=x', '_count=0', '_count=abc', '_format=xml', '_contained=true', '_query=x', '_filter=x']) {
+    for (const q of ['_summary=count', '_summary=true', '_elements=code', '_has:Condition:patient:code=x', 'subject.name=x', '_count=0', '_count=abc', '_count=1001', '_format=xml', '_contained=true', '_query=x', '_filter=x']) {
       const d = decide(parse('GET', `/Observation?${q}`), facts('patient/Observation.rs'));
       assert.equal(d.effect === 'deny' && d.status, 400, q);
     }
     const ok = decide(parse('GET', '/Observation?_summary=false&_format=json&_pretty=true&_count=10&_include=Observation:subject'), facts('patient/Observation.rs')) as Permit;
-    assert.deepEqual(ok.upstreamParams, [['_count', '10'], ['_include', 'Observation:subject'], ['patient', 'p1']]);
+    assert.deepEqual(ok.upstreamParams, [['_include', 'Observation:subject'], ['patient', 'p1']], 'the proxy pages itself: _count is not passed on');
+    assert.equal(ok.pageSize, 10);
+    assert.equal((decide(parse('GET', '/Observation'), facts('patient/Observation.rs')) as Permit).pageSize, 50);
+    const typeHistory = decide(parse('GET', '/Observation/_history'), facts('patient/Observation.rs'));
+    assert.equal(typeHistory.effect === 'deny' && typeHistory.status, 400, 'history across a type is refused');
     assert.equal(decide(parse('GET', '/Observation/1?_elements=id'), facts('patient/Observation.rs')).effect, 'deny');
   });
 
@@ -192,56 +202,199 @@ describe('checkResource', () => {
   });
 });
 
-describe('filterBundle', () => {
+describe('checkResource: labels, codes, contained resources and dates in every form FHIR allows', () => {
+  const filter = (scope: string, consent?: AccessFacts['consent']) => ({ scopes: scope.split(' ').map(parseResourceScope), patient: 'p1', consent, bases: ['http://fhir.test'] });
+  const CONF = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+  const hiding = (...labels: [string, string][]) => ({ consentId: 'c', version: 1, hiddenLabels: labels.map(([system, code]) => ({ system, code })) });
+  const hidden = (r: Record<string, unknown>, consent: AccessFacts['consent'], opts = {}) => checkResource(r, filter('patient/*.rs', consent), ['r'], opts);
+  const labelled = (system: string | undefined, code: string) => obs('l', 'p1', { meta: { security: [{ ...(system ? { system } : {}), code }] } });
+
+  it('matches a label in any case and under every name of its code system', () => {
+    const hiv = hiding([ACT, 'HIV']);
+    for (const system of [ACT, 'urn:oid:2.16.840.1.113883.5.4', 'http://hl7.org/fhir/v3/ActCode', 'HTTP://terminology.hl7.org/CodeSystem/v3-ActCode/', undefined]) {
+      for (const code of ['HIV', 'hiv', 'Hiv']) assert.deepEqual(hidden(labelled(system, code), hiv), { visible: false, reason: 'security_label' }, `${system} ${code}`);
+    }
+    assert.equal(hidden(labelled('http://example.org/other-labels', 'HIV'), hiv).visible, true, 'a code of another system is another label');
+    assert.equal(hidden(labelled(ACT, 'PSY'), hiv).visible, true);
+  });
+
+  it('hides very restricted data when restricted data is hidden', () => {
+    assert.equal(hidden(labelled('urn:oid:2.16.840.1.113883.5.25', 'V'), hiding([CONF, 'R'])).visible, false);
+    assert.equal(hidden(labelled(CONF, 'R'), hiding([CONF, 'V'])).visible, true, 'hiding V leaves R shown');
+  });
+
+  it('finds sensitive codes anywhere in the resource, under OIDs, with or without the ICD-10 dot', () => {
+    const psy = hiding([ACT, 'PSY']);
+    const icd = (system: string, code: string) => ({ coding: [{ system, code }] });
+    const cases: Record<string, unknown>[] = [
+      { code: icd('http://hl7.org/fhir/sid/icd-10-cm', 'f32.1') },
+      { code: icd('urn:oid:2.16.840.1.113883.6.90', 'F321') },
+      { code: icd('urn:oid:2.16.840.1.113883.6.3', 'F20') },
+      { component: [{ code: icd('http://snomed.info/sct', '35489007') }] },
+      { interpretation: [icd('http://snomed.info/sct', '35489007')] },
+      { valueCodeableConcept: icd('urn:oid:2.16.840.1.113883.6.96', '35489007') },
+      { extension: [{ url: 'http://example.org/x', valueCoding: { system: 'http://hl7.org/fhir/sid/icd-10', code: 'F41.1' } }] },
+    ];
+    for (const extra of cases) assert.deepEqual(hidden(obs('o', 'p1', extra), psy), { visible: false, reason: 'sensitive_code' }, JSON.stringify(extra));
+    const condition = (extra: Record<string, unknown>) => ({ resourceType: 'Condition', id: 'c', subject: { reference: 'Patient/p1' }, recordedDate: '2021-01-01', ...extra });
+    assert.equal(hidden(condition({ evidence: [{ code: [icd('http://hl7.org/fhir/sid/icd-10-cm', 'F33.0')] }] }), psy).visible, false);
+    assert.equal(hidden(condition({ stage: [{ summary: icd('http://hl7.org/fhir/sid/icd-10-cm', 'F31') }] }), psy).visible, false);
+    assert.equal(hidden(obs('o', 'p1', { code: icd('http://hl7.org/fhir/sid/icd-10-cm', 'E11.9') }), psy).visible, true, 'diabetes is not mental health');
+    assert.equal(hidden(obs('o', 'p1', { code: icd('http://hl7.org/fhir/sid/icd-10-cm', 'F32.1') }), hiding([ACT, 'HIV'])).visible, true, 'only hidden categories count');
+    assert.equal(hidden(obs('o', 'p1', { code: icd('http://hl7.org/fhir/sid/icd-10-cm', 'O98.71') }), hiding([ACT, 'HIV'])).visible, false, 'O98.7 written with its dot');
+  });
+
+  it('judges a prescription by the Medication it references, and hides it when that cannot be read', () => {
+    const rx = { resourceType: 'MedicationRequest', id: 'rx', subject: { reference: 'Patient/p1' }, authoredOn: '2021-01-01', medicationReference: { reference: 'http://fhir.test/Medication/m1' } };
+    assert.deepEqual(medicationReferences(rx, ['http://fhir.test']), ['Medication/m1']);
+    const hiv = hiding([ACT, 'HIV']);
+    const med = (extra: Record<string, unknown>) => new Map([['Medication/m1', { resourceType: 'Medication', id: 'm1', ...extra }]]);
+    assert.equal(hidden(rx, hiv, { medications: med({ code: { coding: [{ system: 'http://snomed.info/sct', code: '86406008' }] } }) }).visible, false);
+    assert.equal(hidden(rx, hiv, { medications: med({ meta: { security: [{ system: ACT, code: 'hiv' }] } }) }).visible, false);
+    assert.equal(hidden(rx, hiv, { medications: med({}) }).visible, true);
+    assert.deepEqual(hidden(rx, hiv, { medications: new Map([['Medication/m1', null]]) }), { visible: false, reason: 'unverifiable_reference' });
+    assert.deepEqual(hidden(rx, hiv), { visible: false, reason: 'unverifiable_reference' });
+    assert.equal(hidden(rx, hiding()).visible, true, 'nothing hidden: nothing to look up');
+    const local = { ...rx, medicationReference: { reference: '#m' }, contained: [{ resourceType: 'Medication', id: 'm', code: { coding: [{ system: 'http://snomed.info/sct', code: '86406008' }] } }] };
+    assert.deepEqual(medicationReferences(local), []);
+    assert.equal(hidden(local, hiv).visible, false, 'a contained Medication is part of the resource');
+  });
+
+  it('hides a resource holding a contained resource about someone else', () => {
+    const f = filter('patient/*.rs');
+    const other = obs('o', 'p1', { contained: [{ resourceType: 'Observation', id: 'x', subject: { reference: 'Patient/p2' } }] });
+    assert.deepEqual(checkResource(other, f, ['r']), { visible: false, reason: 'other_patient' });
+    assert.equal(checkResource(obs('o', 'p1', { contained: [{ resourceType: 'Patient', id: 'x' }] }), f, ['r']).visible, false);
+    assert.equal(checkResource(obs('o', 'p1', { contained: [{ resourceType: 'Observation', id: 'x', subject: { reference: 'Patient/p1' } }] }), f, ['r']).visible, true);
+    assert.equal(checkResource(obs('o', 'p1', { contained: [{ resourceType: 'Practitioner', id: 'x' }, { resourceType: 'Observation', id: 'y', subject: { reference: '#x' } }] }), f, ['r']).visible, true);
+    assert.equal(checkResource(other, filter('user/*.rs'), ['r']).visible, true, 'a practitioner sees across patients');
+  });
+
+  it('reads dates conservatively: offsets, open periods, timings, times without offsets', () => {
+    const y2021 = { consentId: 'c', version: 1, hiddenLabels: [], period: { start: '2021-01-01', end: '2021-12-31' } };
+    const at = (extra: Record<string, unknown>) => hidden(obs('o', 'p1', { effectiveDateTime: undefined, ...extra }), y2021).visible;
+    assert.equal(at({ effectiveDateTime: '2021-12-31T20:00:00-05:00' }), false, 'already 2022 in UTC');
+    assert.equal(at({ effectiveDateTime: '2021-01-01T02:00:00+05:00' }), false, 'still 2020 in UTC');
+    assert.equal(at({ effectiveDateTime: '2021-06-01T12:00:00Z' }), true);
+    assert.equal(at({ effectiveDateTime: '2021-06-01T12:00:00' }), false, 'a time without an offset cannot be placed');
+    assert.equal(at({ effectiveDateTime: '2021-02' }), true);
+    assert.equal(hidden(obs('o', 'p1', { effectiveDateTime: '2021-02' }), { ...y2021, period: { end: '2021-02-28' } }).visible, true, 'February 2021 ends on the 28th');
+    assert.equal(at({ effectivePeriod: { end: '2021-05-01' } }), false, 'an open start runs from before the range');
+    assert.equal(at({ effectivePeriod: { start: '2021-03-01', end: '2021-05-01' } }), true);
+    assert.equal(at({ effectivePeriod: {} }), false);
+    assert.equal(at({ effectiveTiming: { event: ['2021-03-01', '2021-04-01T10:00:00Z'] } }), true);
+    assert.equal(at({ effectiveTiming: { event: ['2021-03-01', '2022-01-02'] } }), false);
+    assert.equal(at({ effectiveTiming: { repeat: { boundsPeriod: { start: '2021-03-01' } } } }), false, 'an open-ended schedule');
+    assert.equal(at({ effectiveTiming: { repeat: { boundsPeriod: { start: '2021-03-01', end: '2021-04-01' } } } }), true);
+    assert.equal(at({ effectiveTiming: { code: { text: 'BID' } } }), false, 'a timing with no dates is undated');
+  });
+});
+
+describe('confineToUser (SMART user/ scopes reach what the user may see)', () => {
+  const scopes = (s: string) => s.split(' ').map(parseResourceScope);
+  const contexts = (c: { scopes: { raw: string; context: string }[] }) => c.scopes.map((s) => `${s.context}:${s.raw}`);
+
+  it('keeps user/ scopes for a practitioner, reads them as patient/ scopes for anyone else', () => {
+    assert.deepEqual(contexts(confineToUser({ scopes: scopes('user/*.rs'), sub: 'a', fhirUser: 'Practitioner/d1', patient: 'p1' })), ['user:user/*.rs']);
+    const patient = confineToUser({ scopes: scopes('user/Observation.rs patient/Patient.r'), sub: 'a', fhirUser: 'Patient/p1' });
+    assert.deepEqual(contexts(patient), ['patient:user/Observation.rs', 'patient:patient/Patient.r']);
+    assert.equal(patient.patient, 'p1', 'a patient user without a launch context is their own patient');
+    assert.equal(confineToUser({ scopes: scopes('user/*.rs'), sub: 'a', fhirUser: 'Patient/p1', patient: 'p2' }).patient, 'p2', 'a representative acts for the patient in context');
+    assert.deepEqual(contexts(confineToUser({ scopes: scopes('user/*.rs'), sub: 'a' })), [], 'no fhirUser and no patient: nothing');
+    assert.deepEqual(contexts(confineToUser({ scopes: scopes('system/*.rs'), sub: 'a', fhirUser: 'Patient/p1' })), ['patient:system/*.rs'], 'system/ scopes on a user token too');
+    assert.deepEqual(contexts(confineToUser({ scopes: scopes('system/*.rs') })), ['system:system/*.rs'], 'a backend service keeps its system/ scopes');
+  });
+
+  it('makes decide keep a patient user inside their compartment', () => {
+    const patientUser = facts('user/*.rs', { sub: 'a', fhirUser: 'Patient/p1', patient: undefined });
+    assert.equal(decide(parse('GET', '/Patient/p2'), patientUser).effect, 'deny');
+    const search = decide(parse('GET', '/Observation'), patientUser);
+    assert.equal(search.effect, 'allow');
+    assert.deepEqual((search as Permit).addedCompartment, ['patient', 'p1']);
+    assert.equal(decide(parse('GET', '/Patient/p2'), facts('user/*.rs', { sub: 'a', fhirUser: 'Practitioner/d1' })).effect, 'allow');
+  });
+});
+
+describe('judgeEntries and collectPage (pages of visible matches only)', () => {
   const permit = (scope: string, target = '/Observation') => {
     const d = decide(parse('GET', target), facts(scope, { consent: { consentId: 'c', version: 1, hiddenLabels: [{ system: ACT, code: 'HIV' }] } }), { bases: ['http://up'] });
     assert.equal(d.effect, 'allow');
     return d as Permit;
   };
-  const links = {
-    self: 'http://proxy/Observation',
-    resourceUrl: (u: string) => (u.startsWith('http://up/') ? `http://proxy/${u.slice(10)}` : undefined),
-    page: (_r: string, u: string) => (u.startsWith('http://up/') ? `http://proxy/_page?x=${encodeURIComponent(u)}` : undefined),
-  };
   const entry = (r: Record<string, unknown>, mode = 'match') => ({ fullUrl: `http://up/${String(r.resourceType)}/${String(r.id)}`, resource: r, search: { mode } });
-  const hiv = obs('h', 'p1', { meta: { security: [{ system: ACT, code: 'HIV' }] } });
+  const hiv = (id: string) => obs(id, 'p1', { meta: { security: [{ system: ACT, code: 'HIV' }] } });
 
-  it('recomputes the total of a single page from what is kept, and rewrites URLs', () => {
-    const { bundle, report } = filterBundle(
-      { resourceType: 'Bundle', type: 'searchset', total: 3, link: [{ relation: 'self', url: 'http://up/Observation?patient=p1' }], entry: [entry(obs('a', 'p1')), entry(hiv), entry(obs('b', 'p2')), entry({ resourceType: 'Patient', id: 'p1' }, 'include')] },
+  it('judges matches and includes, hides other patients, deletions and foreign versions, drops upstream outcomes', () => {
+    const judged = judgeEntries(
+      { resourceType: 'Bundle', entry: [entry(obs('a', 'p1')), entry(hiv('h')), entry(obs('b', 'p2')), entry({ resourceType: 'Patient', id: 'p1' }, 'include'), entry({ resourceType: 'OperationOutcome', id: 'o' }, 'outcome')] },
       permit('patient/Observation.rs patient/Patient.r'),
-      links,
     );
-    assert.equal(bundle.total, 1);
-    assert.deepEqual((bundle.entry as { fullUrl: string }[]).map((e) => e.fullUrl), ['http://proxy/Observation/a', 'http://proxy/Patient/p1']);
-    assert.deepEqual(bundle.link, [{ relation: 'self', url: 'http://proxy/Observation' }]);
-    assert.deepEqual(report, { kept: 2, removed: 2, reasons: { security_label: 1, other_patient: 1 } });
+    assert.deepEqual(judged.map((j) => [j.role, j.verdict.visible ? 'shown' : j.verdict.reason]), [['match', 'shown'], ['match', 'security_label'], ['match', 'other_patient'], ['include', 'shown']]);
+    const history = judgeEntries({ resourceType: 'Bundle', entry: [{ resource: obs('a', 'p1') }, { request: { method: 'DELETE', url: 'Observation/a' } }, { resource: obs('z', 'p1') }] }, permit('patient/Observation.rs', '/Observation/a/_history'));
+    assert.deepEqual(history.map((j) => (j.verdict.visible ? 'shown' : j.verdict.reason)), ['shown', 'malformed', 'malformed']);
   });
 
-  it('drops the total of a paged result and signs its links; drops links elsewhere and deletion entries', () => {
-    const { bundle } = filterBundle(
-      {
-        resourceType: 'Bundle',
-        type: 'searchset',
-        total: 40,
-        link: [{ relation: 'next', url: 'http://up/Observation?page=2' }, { relation: 'last', url: 'http://evil/x' }],
-        entry: [entry(obs('a', 'p1')), { request: { method: 'DELETE', url: 'Observation/z' } }],
+  it('rewrites upstream URLs and drops absolute ones elsewhere', () => {
+    const rewrite = (u: string) => (u.startsWith('http://up/') ? `http://proxy/${u.slice(10)}` : undefined);
+    assert.deepEqual(rewriteEntry({ fullUrl: 'http://up/Observation/a', response: { status: '200', location: 'http://up/Observation/a/_history/2' } }, rewrite), { fullUrl: 'http://proxy/Observation/a', response: { status: '200', location: 'http://proxy/Observation/a/_history/2' } });
+    assert.deepEqual(rewriteEntry({ fullUrl: 'http://evil/Observation/a', response: { location: 'http://evil/x', status: '200' } }, rewrite), { response: { status: '200' } });
+    assert.deepEqual(rewriteEntry({ fullUrl: 'urn:uuid:1' }, rewrite), { fullUrl: 'urn:uuid:1' });
+  });
+
+  /** An upstream server holding `resources` in pages of `size`, paged by `?page=n`. */
+  function upstream(resources: Record<string, unknown>[], size: number) {
+    const fetched: string[] = [];
+    const page = (n: number) => ({
+      resourceType: 'Bundle',
+      entry: resources.slice(n * size, (n + 1) * size).map((r) => entry(r)),
+      link: (n + 1) * size < resources.length ? [{ relation: 'next', url: `/Observation?page=${n + 1}` }] : [],
+    });
+    return {
+      fetched,
+      fetch: async (url: string) => {
+        fetched.push(url);
+        return { bundle: page(Number(new URLSearchParams(url.split('?')[1]).get('page') ?? 0)) };
       },
-      permit('patient/Observation.rs'),
-      links,
-    );
-    assert.equal(bundle.total, undefined);
-    assert.deepEqual(bundle.link, [{ relation: 'self', url: 'http://proxy/Observation' }, { relation: 'next', url: `http://proxy/_page?x=${encodeURIComponent('http://up/Observation?page=2')}` }]);
-    assert.equal((bundle.entry as unknown[]).length, 1);
+      nextOf: (b: Record<string, unknown>) => (b.link as { url: string }[])[0]?.url,
+    };
+  }
+  const ids = (p: { matches: Record<string, unknown>[] }) => p.matches.map((e) => (e.resource as { id: string }).id);
+
+  it('fills every page with visible matches and links a next page only when one more exists', async () => {
+    const data = [obs('1', 'p1'), hiv('h1'), hiv('h2'), obs('2', 'p1'), hiv('h3'), obs('3', 'p1'), hiv('h4'), hiv('h5')];
+    const p = permit('patient/Observation.rs', '/Observation?_count=1');
+    const up = upstream(data, 3);
+    const pages: string[][] = [];
+    let from = { url: '/Observation?page=0', skip: 0 };
+    for (let n = 0; n < 10; n += 1) {
+      const got = await collectPage({ from, pageSize: p.pageSize, maxScanned: 100, fetch: up.fetch, judge: async (b) => judgeEntries(b, p), nextOf: up.nextOf });
+      assert.ok(!('failure' in got));
+      pages.push(ids(got));
+      if (!got.next) break;
+      from = got.next;
+    }
+    assert.deepEqual(pages, [['1'], ['2'], ['3']], 'three visible matches, one per page, and no empty page after the last');
   });
 
-  it('keeps search outcome entries and drops included resources outside the scopes', () => {
-    const { bundle } = filterBundle(
-      { resourceType: 'Bundle', type: 'searchset', entry: [entry({ resourceType: 'OperationOutcome', id: 'o' }, 'outcome'), entry({ resourceType: 'Practitioner', id: 'x' }, 'include')] },
-      permit('patient/*.rs'),
-      links,
-    );
-    assert.deepEqual((bundle.entry as { resource: { id: string } }[]).map((e) => e.resource.id), ['o']);
+  it('answers the same for hidden matches as for none', async () => {
+    const p = permit('patient/Observation.rs', '/Observation?_count=2');
+    const run = async (data: Record<string, unknown>[]) => {
+      const up = upstream(data, 2);
+      const got = await collectPage({ from: { url: '/Observation?page=0', skip: 0 }, pageSize: p.pageSize, maxScanned: 100, fetch: up.fetch, judge: async (b) => judgeEntries(b, p), nextOf: up.nextOf });
+      assert.ok(!('failure' in got));
+      return { ids: ids(got), next: Boolean(got.next) };
+    };
+    assert.deepEqual(await run([obs('1', 'p1'), obs('2', 'p1'), hiv('h1'), hiv('h2'), hiv('h3')]), await run([obs('1', 'p1'), obs('2', 'p1')]));
+  });
+
+  it('stops after its scan budget with a link to go on, and passes failures through', async () => {
+    const p = permit('patient/Observation.rs', '/Observation?_count=5');
+    const up = upstream([hiv('h1'), hiv('h2'), hiv('h3'), hiv('h4'), obs('1', 'p1')], 2);
+    const got = await collectPage({ from: { url: '/Observation?page=0', skip: 0 }, pageSize: p.pageSize, maxScanned: 2, fetch: up.fetch, judge: async (b) => judgeEntries(b, p), nextOf: up.nextOf });
+    assert.ok(!('failure' in got));
+    assert.deepEqual([ids(got), got.next], [[], { url: '/Observation?page=1', skip: 0 }]);
+    const failed = await collectPage({ from: { url: '/x', skip: 0 }, pageSize: 1, maxScanned: 2, fetch: async () => ({ failure: 'down' }), judge: async () => [], nextOf: () => undefined });
+    assert.deepEqual(failed, { failure: 'down' });
   });
 });
 

@@ -124,7 +124,7 @@ describe('FHIR proxy: every patient choice enforced', () => {
     assert.equal(res.status, 200);
     assert.deepEqual(ids(res.body), ['obs-a1c-2021', 'obs-bp-2022', 'obs-glucose-2019', 'obs-weight-undated'], 'HIV and mental health (labelled, or labelled inside) are hidden by default');
     assert.equal(res.body.total, 4, 'the total is what the app sees, not what the server holds');
-    assert.deepEqual(upstreamSince(mark), ['GET /Observation?patient=pat-1'], 'the search was confined to the patient');
+    assert.deepEqual(upstreamSince(mark), ['GET /Observation?patient=pat-1&_count=100'], 'the search was confined to the patient (read in pages the proxy sizes)');
     assert.ok(res.body.entry!.every((e) => e.fullUrl!.startsWith(`${proxyUrl}/Observation/`)), 'full URLs point at the proxy');
     assert.equal(res.body.link?.find((l) => l.relation === 'self')?.url, `${proxyUrl}/Observation`);
 
@@ -242,9 +242,16 @@ describe('FHIR proxy: every patient choice enforced', () => {
       assert.ok(!all.includes(hidden), `${hidden} is not in $everything`);
     }
     assert.equal(everything.body.total, all.length);
-    const history = await get(token, '/Observation/_history');
-    assert.deepEqual(ids(history.body), ['obs-a1c-2021', 'obs-bp-2022', 'obs-glucose-2019', 'obs-weight-undated']);
-    assert.equal((await get(token, '/Observation/obs-hiv-2020/_history/1')).status, 404);
+    assert.equal((await get(token, '/Observation/_history')).status, 400, 'history across a type is refused');
+    const history = await get(token, '/Observation/obs-a1c-2021/_history');
+    assert.equal(history.body.type, 'history');
+    assert.deepEqual(ids(history.body), ['obs-a1c-2021']);
+    const unknown = await get(token, '/Observation/no-such-obs/_history');
+    assert.equal(unknown.status, 404);
+    for (const path of ['/Observation/obs-hiv-2020/_history/1', '/Observation/obs-hiv-2020/_history', '/Observation/obs-hiv-2020']) {
+      const hidden = await get(token, path);
+      assert.deepEqual([hidden.status, hidden.body], [unknown.status, unknown.body], `${path} answers as a resource that does not exist`);
+    }
     assert.equal((await get(token, '/Binary/bin-1')).status, 403);
     assert.equal((await get(token, '/DocumentReference/doc-2022')).status, 200);
   });
