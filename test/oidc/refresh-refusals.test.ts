@@ -97,7 +97,7 @@ describe('refused refreshes consume nothing', () => {
     const oneDay = (form: [string, string][]) => [...form.filter(([n]) => n !== 'expires'), ['expires', '1']] as [string, string][];
     const res = await authorize(new UserAgent(), start.url.toString(), server.issuer, alice, { consentForm: oneDay });
     assert.ok(res.location?.startsWith(REDIRECT_URI), `the flow ended at ${res.status}`);
-    const tokens = await oidc.authorizationCodeGrant(config, new URL(res.location), { pkceCodeVerifier: start.verifier, expectedState: start.state });
+    const tokens = await oidc.authorizationCodeGrant(config, new URL(res.location!), { pkceCodeVerifier: start.verifier, expectedState: start.state });
     const realNow = nowMs;
     nowMs += 2 * 86400_000;
     try {
