@@ -28,7 +28,11 @@ export interface TokenValidatorOptions {
   timeoutMs?: number;
 }
 
-/** Custos could not be asked (network error, 5xx, garbage): the request cannot be decided. */
+/**
+ * Custos could not be asked (network error, timeout, 5xx, a refusal of the resource server's own
+ * credentials, an answer that is not JSON): the request cannot be decided. A token Custos says is
+ * not an active access token is a verdict instead, never this.
+ */
 export class TokenServiceUnavailable extends Error {
   override name = 'TokenServiceUnavailable';
 }
@@ -42,6 +46,27 @@ export interface TokenValidator {
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 // RFC 6750 b64token, with a generous length cap.
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
+
+/**
+ * OAuth errors (RFC 6749 section 5.2) with which an introspection endpoint refuses the token
+ * rather than the resource server: oidc-provider answers `unsupported_token_type` for any JWT
+ * (an ID token, a JWT access token) because it introspects opaque tokens only. Such a token is
+ * simply not one this server can accept (RFC 6750 `invalid_token`). Every other refusal
+ * (`invalid_client` and the like) says the proxy's own credentials or Custos are wrong, which
+ * retrying another token would not fix.
+ */
+const TOKEN_REFUSALS = new Set(['invalid_request', 'unsupported_token_type', 'invalid_token', 'invalid_grant']);
+
+/** The OAuth error of a 400 answer when it refuses the token itself, else undefined. */
+async function tokenRefusal(res: Response): Promise<string | undefined> {
+  try {
+    const body = (await res.json()) as unknown;
+    const error = typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as { error?: unknown }).error : undefined;
+    return typeof error === 'string' && TOKEN_REFUSALS.has(error) ? error : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export function createTokenValidator(opts: TokenValidatorOptions): TokenValidator {
   const issuer = opts.issuer.replace(/\/+$/, '');
@@ -69,6 +94,10 @@ export function createTokenValidator(opts: TokenValidatorOptions): TokenValidato
       });
     } catch (err) {
       throw new TokenServiceUnavailable(`introspection failed: ${(err as Error).message}`);
+    }
+    if (res.status === 400) {
+      const refusal = await tokenRefusal(res);
+      if (refusal) return { active: false, reason: `introspection refused the token (${refusal})` };
     }
     if (!res.ok) throw new TokenServiceUnavailable(`introspection answered ${res.status}`);
     let body: Record<string, unknown>;

@@ -14,7 +14,7 @@ import { ADMIN_SCOPE, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE, type ClientRegistry } 
 import type { Views } from '../http/views.ts';
 import { createOutboundFetch } from '../http/outbound-fetch.ts';
 import { createKnexAdapter } from './adapter.ts';
-import { smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
+import { refreshTargetCheck, smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
 import type { SmartLaunch } from './smart-launch.ts';
 import type { ConsentTokens } from './consent-tokens.ts';
 import { tokenAudit } from './token-audit.ts';
@@ -78,6 +78,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   const longCookieOptions = secure ? { ...cookieOptions, sameSite: 'none' as const } : cookieOptions;
 
   const audited = tokenAudit(deps.audit);
+  const checkRefreshTarget = refreshTargetCheck(fhirServers);
 
   const configuration: Configuration = {
     adapter: createKnexAdapter(deps.db, clients, (write, kind, payload) => audited.issued(write, kind, payload)),
@@ -230,7 +231,14 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     enableHttpPostMethods: secure,
     pkce: { required: () => true },
     // Every refresh rotates; presenting a rotated one again revokes the whole grant (RFC 9700 4.14.2).
-    rotateRefreshToken: true,
+    // oidc-provider rotates before it checks the target and issues the access token, so what
+    // could still refuse the request is checked here first: a refused refresh consumes nothing.
+    async rotateRefreshToken(ctx) {
+      checkRefreshTarget(ctx);
+      const token = ctx.oidc.entities.RefreshToken;
+      if (token) await deps.consentTokens.claims(ctx, token);
+      return true;
+    },
     allowOmittingSingleRegisteredRedirectUri: false,
     clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none'],
     clientDefaults: {

@@ -165,6 +165,26 @@ export function smartResourceIndicators(config: Config, fhirServers: FhirServers
   };
 }
 
+/**
+ * The checks oidc-provider would make on a refresh's target after it has already rotated (and so
+ * consumed) the refresh token, made first: a `resource` (RFC 8707 section 2.2) that is several
+ * values, was not granted, or names no FHIR server of ours is `invalid_target` with nothing
+ * written, so a refused request leaves the refresh token and its grant usable (RFC 6749 section
+ * 5.2). Runs from `rotateRefreshToken`, the one hook between the token's lookup and its rotation.
+ */
+export function refreshTargetCheck(fhirServers: FhirServers) {
+  return function checkRefreshTarget(ctx: KoaContextWithOIDC): void {
+    const token = ctx.oidc.entities.RefreshToken;
+    if (!token) return;
+    const asked = paramsOf(ctx).resource as string | string[] | undefined;
+    const values = asked === undefined ? [] : Array.isArray(asked) ? asked : [asked];
+    if (values.length > 1) throw new errors.InvalidTarget('only a single resource indicator value must be requested/resolved during Access Token Request');
+    const resource = values[0] ?? token.resource;
+    if (values.length === 1 && !token.resourceIndicators.has(values[0])) throw new errors.InvalidTarget('the resource was not granted to this refresh token');
+    if (typeof resource === 'string' && !fhirServers.find(resource)) throw new errors.InvalidTarget('unknown resource server');
+  };
+}
+
 function checkSyntax(scopes: string[]): void {
   grantedScope(scopes, [], ['patient', 'user', 'system']);
 }
