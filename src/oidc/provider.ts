@@ -14,7 +14,7 @@ import { ADMIN_SCOPE, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE, type ClientRegistry } 
 import type { Views } from '../http/views.ts';
 import { createOutboundFetch } from '../http/outbound-fetch.ts';
 import { createKnexAdapter } from './adapter.ts';
-import { refreshTargetCheck, smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
+import { introspectionWithinRole, refreshTargetCheck, smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
 import type { SmartLaunch } from './smart-launch.ts';
 import type { ConsentTokens } from './consent-tokens.ts';
 import { tokenAudit } from './token-audit.ts';
@@ -79,6 +79,8 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
 
   const audited = tokenAudit(deps.audit);
   const checkRefreshTarget = refreshTargetCheck(fhirServers);
+  const roleOf = async (id: string) => (await accounts.findById(id))?.role;
+  const reviewRoleScopes = introspectionWithinRole(roleOf);
 
   const configuration: Configuration = {
     adapter: createKnexAdapter(deps.db, clients, (write, kind, payload) => audited.issued(write, kind, payload)),
@@ -160,7 +162,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       },
       userinfo: { enabled: true },
       pushedAuthorizationRequests: { enabled: true, requirePushedAuthorizationRequests: false },
-      resourceIndicators: smartResourceIndicators(config, fhirServers, async (id) => (await accounts.findById(id))?.role),
+      resourceIndicators: smartResourceIndicators(config, fhirServers, roleOf),
     },
     // CORS on the provider's endpoints only for browser apps (public clients) from the origin of
     // one of their redirect URIs; confidential clients are servers and never need it.
@@ -335,6 +337,7 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
     }
     if (ctx.oidc?.route === 'introspection') {
       await deps.consentTokens.decorateIntrospection(oidcCtx);
+      await reviewRoleScopes(oidcCtx);
       await audited.afterIntrospection(oidcCtx);
     }
     if (ctx.oidc?.route === 'revocation') await audited.afterRevocation(oidcCtx);

@@ -1,7 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { freePort, startTestServer, type TestServer } from '../helpers/server.ts';
-import { codeFlow, discover, REDIRECT_URI } from '../helpers/oidc-client.ts';
+import { codeFlow, discover, oidc, REDIRECT_URI } from '../helpers/oidc-client.ts';
 import { startFhirTestServer, type FhirTestServer } from '../helpers/fhir-test-server.ts';
 import { createFhirProxy, createTokenValidator, TokenServiceUnavailable, type TokenValidatorOptions } from '../../src/enforcement/index.ts';
 
@@ -19,6 +19,8 @@ for (const format of ['opaque', 'jwt'] as const) {
     /** One proxy per way of validating tokens this format allows. */
     const proxies: { name: string; url: string }[] = [];
     let tokens: { access: string; id: string; refresh: string };
+    /** The proxy's client, for introspecting opaque tokens as the proxy does. */
+    let proxiesIntrospection: oidc.Configuration | undefined;
 
     before(async () => {
       fhir = await startFhirTestServer();
@@ -27,6 +29,7 @@ for (const format of ['opaque', 'jwt'] as const) {
       server = await startTestServer({ env: { FHIR_BASE_URLS: proxyUrl, ACCESS_TOKEN_FORMAT: format } });
       const rs = await server.createClient({ client_name: 'FHIR proxy', grant_types: ['client_credentials'], scope: 'custos:introspect' });
       const introspection = { clientId: rs.clientId, clientSecret: rs.clientSecret! };
+      proxiesIntrospection = await discover(server.issuer, rs.clientId, rs.clientSecret);
       // Both proxies answer for the same public URL (the token's audience); each listens on its own port.
       const modes: [string, TokenValidatorOptions][] =
         format === 'opaque'
@@ -73,6 +76,15 @@ for (const format of ['opaque', 'jwt'] as const) {
         assert.equal(res.status, 200, proxy.name);
         assert.equal(res.reachedFhir, 1, proxy.name);
       }
+    });
+
+    it('the access token says who the user is (fhirUser), though the app did not ask for the fhirUser scope', async () => {
+      const claims =
+        format === 'jwt'
+          ? (JSON.parse(Buffer.from(tokens.access.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>)
+          : await oidc.tokenIntrospection(proxiesIntrospection!, tokens.access);
+      assert.equal(claims.fhirUser, `${proxyUrl}/Patient/pat-1`);
+      assert.ok(!String(claims.scope).split(' ').includes('fhirUser'), 'fhirUser was not granted as a scope');
     });
 
     it('an ID token from the same login is an invalid token (401), not an unavailable server (503)', async () => {
