@@ -15,6 +15,7 @@ function contextOf(scope: string): ScopeContext | undefined {
   }
 }
 
+/** The resource-scope contexts a user of `role` may be granted (`system` is for backend services only). */
 export function scopeContextsForRole(role: Role | undefined): ScopeContext[] {
   return role === 'practitioner' ? ['patient', 'user'] : ['patient'];
 }
