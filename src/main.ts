@@ -97,7 +97,7 @@ export async function openServices(config: Config, log: Logger, overrides: Servi
   });
   const kek = config.secrets.keyEncryptionKey;
   const mfa = createMfaRepository(db, kek, deriveKey(kek, 'recovery-code-hmac'));
-  const consents = createConsentService({ db, repo: createConsentRepository(db), audit, grants: grantStore, clock });
+  const consents = createConsentService({ db, repo: createConsentRepository(db), audit, grants: grantStore, representatives: accounts, clock });
   const accountAdmin = createAccountAdmin({ db, accounts, mfa, audit, revokeArtifacts: deleteAccountPayloads });
   const initialTokens = createInitialAccessTokens(db, deriveKey(kek, 'initial-access-token-hmac'), audit);
   return { config, db, accounts, clients, launches: createLaunchRepository(db), mfa, audit, consents, accountAdmin, initialTokens, log };

@@ -2,7 +2,9 @@
  * The patient portal (SMART `management_endpoint`): the apps connected to the patient's records,
  * with their scopes, limits, expiry and access log; narrowing, changing limits or revoking in
  * one step; the history of each consent; privacy preferences; each consent as FHIR R4 Consent.
- * Every route works on the signed-in patient's own consents only.
+ * Every route works on the signed-in patient's own consents only, and on those they gave as a
+ * representative; changing or revoking one of those needs the representation to hold at the
+ * moment of the change (the consent service checks it in the change's transaction).
  */
 import type Router from '@koa/router';
 import type { Context, Middleware, Next } from 'koa';
@@ -24,7 +26,7 @@ import {
   type PrivacyPreferences,
   type SensitiveLabel,
 } from '../consent/index.ts';
-import { badRequest, notFound } from '../http/errors.ts';
+import { badRequest, forbidden, notFound } from '../http/errors.ts';
 import { csrfToken } from '../http/csrf.ts';
 import { describeScope } from '../smart/index.ts';
 import type { AccountSession } from './account-session.ts';
@@ -189,6 +191,8 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
     } catch (err) {
       if (err instanceof ConsentError) {
         if (err.kind === 'not_found') throw notFound(err.message);
+        // No page about the patient's consent for someone who no longer acts for them.
+        if (err.kind === 'forbidden') throw forbidden(err.message);
         return fail(
           err.kind === 'step_up_required' ? `${err.message}. Use "Verify it's you" below, then save again.` : err.message,
           err.kind === 'step_up_required' ? 403 : err.kind === 'conflict' ? 409 : 400,
@@ -205,7 +209,7 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
     try {
       await consents.revoke(consent.id, { accountId: s.sub, acr: s.acr, ip: ctx.ip, strongRecentLogin: false });
     } catch (err) {
-      if (err instanceof ConsentError) throw badRequest(err.message);
+      if (err instanceof ConsentError) throw err.kind === 'forbidden' ? forbidden(err.message) : badRequest(err.message);
       throw err;
     }
     ctx.redirect('/account/apps?done=revoked');

@@ -72,8 +72,17 @@ export interface AccountRepository {
   /** Whether `accountId` may act for the patient with this FHIR Patient id (themselves included). */
   mayActFor(accountId: string, fhirPatientId: string): Promise<boolean>;
   addRepresentative(representativeId: string, patientId: string, relationship: Relationship): Promise<void>;
-  /** Returns whether a link was removed. */
-  removeRepresentative(representativeId: string, patientId: string): Promise<boolean>;
+  /**
+   * Deletes the link inside `trx` (ending a representation also revokes what it allowed, in the
+   * same transaction: see the consent service's `endRepresentation`); returns whether there was one.
+   */
+  removeRepresentative(representativeId: string, patientId: string, trx: Knex.Transaction): Promise<boolean>;
+  /**
+   * Whether `representativeId` represents the enabled patient `patientId` now, holding a share
+   * lock on the link until `trx` ends: a change made on the strength of the link commits before
+   * the link can be removed, or sees it gone.
+   */
+  representsNow(representativeId: string, patientId: string, trx: Knex.Transaction): Promise<boolean>;
 }
 
 export const RELATIONSHIPS = ['parent', 'guardian', 'caregiver', 'other'] as const;
@@ -187,9 +196,20 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
         .onConflict(['representative_account_id', 'patient_account_id'])
         .merge(['relationship']);
     },
-    async removeRepresentative(representativeId, patientId) {
-      const removed = await db('representatives').where({ representative_account_id: representativeId, patient_account_id: patientId }).delete(['patient_account_id']);
+    async removeRepresentative(representativeId, patientId, trx) {
+      if (!UUID.test(representativeId) || !UUID.test(patientId)) return false;
+      const removed = await trx('representatives').where({ representative_account_id: representativeId, patient_account_id: patientId }).delete(['patient_account_id']);
       return removed.length > 0;
+    },
+    async representsNow(representativeId, patientId, trx) {
+      if (!UUID.test(representativeId) || !UUID.test(patientId)) return false;
+      const link = await trx('representatives as r')
+        .join('accounts as a', 'a.id', 'r.patient_account_id')
+        .where({ 'r.representative_account_id': representativeId, 'r.patient_account_id': patientId, 'a.role': 'patient' })
+        .whereNull('a.disabled_at')
+        .forShare('r')
+        .first('r.patient_account_id');
+      return Boolean(link);
     },
     async findForUpdate(id, trx) {
       if (!UUID.test(id)) return undefined;

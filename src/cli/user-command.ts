@@ -74,13 +74,13 @@ export function registerUser(program: Command, cli: CliContext): void {
     .command('represent <representative> <patient>')
     .description('let one patient account act for another (a parent for a child, a guardian, a caregiver): pick their record and give or revoke consent for it')
     .option('--relationship <relationship>', `one of ${RELATIONSHIPS.join(', ')}`, 'other')
-    .option('--remove', 'end the representation instead')
+    .option('--remove', 'end the representation instead, revoking at once the consents, grants and tokens it gave')
     .option('--json', 'print JSON')
     .action(async (repName: string, patientName: string, opts: { relationship: string; remove?: boolean; json?: boolean }) => {
       if (!(RELATIONSHIPS as readonly string[]).includes(opts.relationship)) {
         throw new CliError(`--relationship must be one of ${RELATIONSHIPS.join(', ')}`);
       }
-      await cli.withServices(async ({ accounts, audit }) => {
+      await cli.withServices(async ({ accounts, audit, consents }) => {
         const rep = await accounts.findByUsername(repName);
         const patient = await accounts.findByUsername(patientName);
         if (!rep || rep.role !== 'patient') throw new CliError(`"${repName}" is not a patient account`);
@@ -88,10 +88,13 @@ export function registerUser(program: Command, cli: CliContext): void {
         if (rep.id === patient.id) throw new CliError('an account always acts for itself');
         const actor = `cli:${cli.io.env.USER ?? 'unknown'}`;
         if (opts.remove) {
-          const removed = await accounts.removeRepresentative(rep.id, patient.id);
-          if (!removed) throw new CliError(`"${repName}" does not represent "${patientName}"`);
-          await audit.record({ type: 'account.representative_removed', outcome: 'success', actor, patientId: patient.fhirPatientId ?? undefined, details: { representative: rep.id } });
-          cli.print(Boolean(opts.json), { representative: rep.username, patient: patient.username, removed: true }, `"${repName}" no longer acts for "${patientName}"`);
+          const ended = await consents.endRepresentation(rep, patient, { actor });
+          if (!ended) throw new CliError(`"${repName}" does not represent "${patientName}"`);
+          cli.print(
+            Boolean(opts.json),
+            { representative: rep.username, patient: patient.username, removed: true, consents_revoked: ended.consentsRevoked, grants_revoked: ended.grantsRevoked },
+            `"${repName}" no longer acts for "${patientName}"; ${ended.consentsRevoked} consent(s) they gave for them revoked`,
+          );
           return;
         }
         await accounts.addRepresentative(rep.id, patient.id, opts.relationship as Relationship);

@@ -30,6 +30,11 @@ export interface ConsentedGrants {
 export interface GrantPort {
   /** Removes the grants, with every code and token issued under them. */
   revokeAll(trx: Knex.Transaction, grants: ConsentedGrants): Promise<number>;
+  /**
+   * Removes every grant `accountId` holds with this patient as launch context, whatever the app,
+   * with every code and token issued under them; returns how many grants went.
+   */
+  revokeForPatient(trx: Knex.Transaction, accountId: string, patientFhirId: string): Promise<number>;
   /** Keeps only the scopes in `allowed` in the grants. */
   narrowAll(trx: Knex.Transaction, grants: ConsentedGrants, allowed: ReadonlySet<string>): Promise<void>;
 }
@@ -50,12 +55,33 @@ export interface ChangeContext {
   strongRecentLogin: boolean;
 }
 
+/** Who may act for whom (implemented by the account repository). */
+export interface RepresentationPort {
+  /** Whether the representative acts for the patient now; the answer holds until `trx` ends. */
+  representsNow(representativeId: string, patientAccountId: string, trx: Knex.Transaction): Promise<boolean>;
+  /** Deletes the link in `trx`; returns whether there was one. */
+  removeRepresentative(representativeId: string, patientAccountId: string, trx: Knex.Transaction): Promise<boolean>;
+}
+
 export interface ConsentServiceDeps {
   db: Knex;
   repo: ConsentRepository;
   audit: AuditTrail;
   grants: GrantPort;
+  representatives: RepresentationPort;
   clock: () => Date;
+}
+
+/** An operator ending a representation (the CLI, an admin): named in the audit trail. */
+export interface OperatorContext {
+  actor: string;
+  ip?: string | undefined;
+}
+
+/** What `endRepresentation` took away. */
+export interface RepresentationEnded {
+  consentsRevoked: number;
+  grantsRevoked: number;
 }
 
 export interface Approval {
@@ -75,16 +101,53 @@ export interface ConsentChangeRequest {
   expiresAt?: Date | undefined;
 }
 
+const NO_LONGER_REPRESENTS = 'you no longer act for this patient, so nothing was changed';
+
 export function createConsentService(deps: ConsentServiceDeps) {
   const { repo, audit, clock } = deps;
 
-  async function owned(consentId: string, patientAccountId: string, trx: Knex.Transaction): Promise<Consent> {
+  /**
+   * A representative's authority is checked inside the change's transaction, not when the form
+   * was shown: a page opened before the representation ended must not write after it.
+   */
+  async function mayActFor(accountId: string, patientAccountId: string, trx: Knex.Transaction): Promise<void> {
+    if (accountId === patientAccountId) return;
+    if (!(await deps.representatives.representsNow(accountId, patientAccountId, trx))) throw new ConsentError('forbidden', NO_LONGER_REPRESENTS);
+  }
+
+  async function owned(consentId: string, accountId: string, trx: Knex.Transaction): Promise<Consent> {
     const consent = await repo.find(consentId, trx);
     // Another patient's consent is reported exactly like one that does not exist.
-    if (!consent || (consent.patientAccountId !== patientAccountId && consent.actorAccountId !== patientAccountId)) {
+    if (!consent || (consent.patientAccountId !== accountId && consent.actorAccountId !== accountId)) {
       throw new ConsentError('not_found', 'there is no such app connection');
     }
+    await mayActFor(accountId, consent.patientAccountId, trx);
     return consent;
+  }
+
+  /** Appends the revoked version, removes the app's grants for it and audits, all in `trx`. */
+  async function revokeIn(
+    trx: Knex.Transaction,
+    consent: Consent,
+    change: { changedBy: string; acr: string | null },
+    who: OperatorContext,
+    details: Record<string, string | number | boolean> = {},
+  ): Promise<Consent> {
+    const next = await repo.append(consent, { ...consent.current, status: 'revoked', acr: change.acr, changedBy: change.changedBy, change: 'revoked', at: clock() }, trx);
+    const grants = await deps.grants.revokeAll(trx, coveredGrants(consent));
+    await audit.record(
+      {
+        type: 'consent.revoked',
+        outcome: 'success',
+        actor: who.actor,
+        clientId: consent.clientId,
+        patientId: consent.patientFhirId ?? undefined,
+        ip: who.ip,
+        details: { consent_id: consent.id, version: next.current.version, grants, ...details },
+      },
+      trx,
+    );
+    return next;
   }
 
   const event = (consent: Consent, by: ChangeContext) => ({
@@ -100,6 +163,7 @@ export function createConsentService(deps: ConsentServiceDeps) {
       const at = clock();
       if (input.expiresAt && input.expiresAt.getTime() <= at.getTime()) throw new ConsentError('invalid', 'the expiry must be in the future');
       return deps.db.transaction(async (trx) => {
+        await mayActFor(by.accountId, input.patientAccountId, trx);
         const existing = await repo.findFor(input.patientAccountId, input.clientId, by.accountId, trx);
         const active = existing && effectiveStatus(existing.current, at) === 'active' ? existing.current : undefined;
         const keep = active ? active.scopes : [];
@@ -180,21 +244,50 @@ export function createConsentService(deps: ConsentServiceDeps) {
 
     /** Ends the connection: every grant, code and token of the app for this patient goes at once. */
     async revoke(consentId: string, by: ChangeContext): Promise<Consent> {
-      const at = clock();
       return deps.db.transaction(async (trx) => {
         const consent = await owned(consentId, by.accountId, trx);
         if (consent.current.status === 'revoked') throw new ConsentError('not_active', 'this app connection was already revoked');
-        const next = await repo.append(
-          consent,
-          { ...consent.current, status: 'revoked', acr: by.acr, changedBy: by.accountId, change: 'revoked', at },
-          trx,
-        );
-        const grants = await deps.grants.revokeAll(trx, coveredGrants(consent));
+        return revokeIn(trx, consent, { changedBy: by.accountId, acr: by.acr }, { actor: by.accountId, ip: by.ip });
+      });
+    },
+
+    /**
+     * Ends a representation in one transaction: deletes the link, revokes every consent the
+     * representative gave for the patient (as the patient revoking them would), removes every
+     * grant, code and token the representative holds with the patient as launch context (for
+     * any app), and records `account.representative_removed`. The patient's own consents and
+     * the representative's for their own record are not touched. Returns undefined when there
+     * was no such representation (and nothing was written).
+     */
+    async endRepresentation(
+      representative: { id: string },
+      patient: { id: string; fhirPatientId: string | null },
+      by: OperatorContext,
+    ): Promise<RepresentationEnded | undefined> {
+      return deps.db.transaction(async (trx) => {
+        if (!(await deps.representatives.removeRepresentative(representative.id, patient.id, trx))) return undefined;
+        let consentsRevoked = 0;
+        for (const consent of await repo.givenFor(representative.id, patient.id, trx)) {
+          if (consent.current.status === 'revoked') continue;
+          // changed_by names an account: the representative whose consent ended; the audit
+          // events name the operator who ended it.
+          await revokeIn(trx, consent, { changedBy: representative.id, acr: null }, by, { reason: 'representation_ended' });
+          consentsRevoked += 1;
+        }
+        // Grants without a consent of their own (first-party apps) carry the patient context too.
+        const grantsRevoked = patient.fhirPatientId ? await deps.grants.revokeForPatient(trx, representative.id, patient.fhirPatientId) : 0;
         await audit.record(
-          { type: 'consent.revoked', outcome: 'success', ...event(consent, by), details: { consent_id: consent.id, version: next.current.version, grants } },
+          {
+            type: 'account.representative_removed',
+            outcome: 'success',
+            actor: by.actor,
+            ip: by.ip,
+            patientId: patient.fhirPatientId ?? undefined,
+            details: { representative: representative.id, consents_revoked: consentsRevoked, grants_revoked: grantsRevoked },
+          },
           trx,
         );
-        return next;
+        return { consentsRevoked, grantsRevoked };
       });
     },
 

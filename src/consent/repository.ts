@@ -91,6 +91,8 @@ export interface ConsentRepository {
   findByActor(actorAccountId: string, clientId: string, patientFhirId: string | null): Promise<Consent | undefined>;
   /** The consents about a patient or given by them (as a representative), most recently changed first; at most `limit`. */
   listForPatient(patientAccountId: string, limit: number): Promise<Consent[]>;
+  /** Every consent `actorAccountId` gave about another patient's record (any app), for ending a representation. */
+  givenFor(actorAccountId: string, patientAccountId: string, trx: Knex.Transaction): Promise<Consent[]>;
   versions(consentId: string, limit: number): Promise<ConsentVersion[]>;
   version(consentId: string, version: number): Promise<ConsentVersion | undefined>;
   /** Creates the consent row if needed and appends a version; fails if another change won the race. */
@@ -164,6 +166,16 @@ export function createConsentRepository(db: Knex): ConsentRepository {
         .limit(limit)
         .select('c.*', 'v.*');
       return rows.map((r) => toConsent(r, r));
+    },
+    async givenFor(actorAccountId, patientAccountId, trx) {
+      if (!UUID.test(actorAccountId) || !UUID.test(patientAccountId)) return [];
+      const rows: ConsentRow[] = await trx('consents').where({ actor_account_id: actorAccountId, patient_account_id: patientAccountId }).orderBy('created_at');
+      const found: Consent[] = [];
+      for (const row of rows) {
+        const consent = await withCurrent(trx, row);
+        if (consent) found.push(consent);
+      }
+      return found;
     },
     async versions(consentId, limit) {
       if (!UUID.test(consentId)) return [];

@@ -56,5 +56,6 @@ export function problemDetails(err: HttpError) {
 
 export const badRequest = (description: string) => new HttpError(400, 'invalid_request', description);
 export const conflict = (description: string) => new HttpError(409, 'conflict', description);
+export const forbidden = (description: string) => new HttpError(403, 'forbidden', description);
 export const notFound = (description = 'the requested resource does not exist') => new HttpError(404, 'not_found', description);
 export const payloadTooLarge = () => new HttpError(413, 'invalid_request', 'the request body is too large');

@@ -300,6 +300,8 @@ export function consentPage(deps: ConsentPageDeps) {
         { accountId: account.id, acr, ip, strongRecentLogin: strong },
       )
       .catch((err: unknown) => {
+        // The representation ended between the check above and the write.
+        if (err instanceof ConsentError && err.kind === 'forbidden') throw new HttpError(403, 'access_denied', 'you may not give access to this record');
         if (err instanceof ConsentError) throw badRequest(err.message);
         throw err;
       });

@@ -1,7 +1,7 @@
 /**
  * What consent changes do to oidc-provider's grants, in the caller's transaction: revoke every
- * grant of an account for an app (with the codes and tokens issued under them), or narrow the
- * scopes they hold. Lives next to the adapter because it knows how grants are stored.
+ * grant of an account for an app (with the codes and tokens issued under them), or every grant
+ * an account holds for another patient's record, or narrow the scopes they hold. Lives next to the adapter because it knows how grants are stored.
  */
 import type { Knex } from 'knex';
 import type { ConsentedGrants, GrantPort } from '../consent/index.ts';
@@ -29,13 +29,28 @@ function grantsOf(trx: Knex.Transaction, g: ConsentedGrants) {
   return q;
 }
 
+/** Deletes the grants with every code and token issued under them; returns how many grants went. */
+async function deleteGrants(trx: Knex.Transaction, grants: Knex.QueryBuilder): Promise<number> {
+  const ids = (await grants.select('p.id')).map((r: { id: string }) => r.id);
+  if (ids.length === 0) return 0;
+  await trx(TABLE).whereIn('grant_id', ids).delete();
+  await trx(TABLE).where({ kind: 'Grant' }).whereIn('id', ids).delete();
+  return ids.length;
+}
+
 export const grantStore: GrantPort = {
   async revokeAll(trx, grants) {
-    const ids = (await grantsOf(trx, grants).select('p.id')).map((r: { id: string }) => r.id);
-    if (ids.length === 0) return 0;
-    await trx(TABLE).whereIn('grant_id', ids).delete();
-    await trx(TABLE).where({ kind: 'Grant' }).whereIn('id', ids).delete();
-    return ids.length;
+    return deleteGrants(trx, grantsOf(trx, grants));
+  },
+
+  async revokeForPatient(trx, accountId, patientFhirId) {
+    // Every app, consent or not (first-party clients have none): the context is what counts.
+    const grants = trx(`${TABLE} as p`)
+      .join('grant_contexts as gc', 'gc.grant_id', 'p.id')
+      .where('p.kind', 'Grant')
+      .whereRaw(`p.payload->>'accountId' = ?`, [accountId])
+      .whereRaw(`gc.context->>'patient' = ?`, [patientFhirId]);
+    return deleteGrants(trx, grants);
   },
 
   async narrowAll(trx, grants, allowed) {
