@@ -125,6 +125,15 @@ export class HistoryKeepingRepository extends MemoryRepository {
     return result;
   }
 
+  /**
+   * Every version of a resource as the repository stored it, oldest first, deletions left out.
+   * Storage is not the identity: Medplum drops empty elements (FHIR ele-1), so a test that judges
+   * what it generated rather than what was stored judges a resource the server never had.
+   */
+  storedVersions(resourceType: string, id: string): Resource[] {
+    return (this.versions.get(`${resourceType}/${id}`) ?? []).flatMap((v) => (v.resource ? [structuredClone(v.resource)] : []));
+  }
+
   override async readResource<T extends Resource>(resourceType: string, id: string): Promise<T> {
     if (this.deleted.has(`${resourceType}/${id}`)) throw new OperationOutcomeError(gone);
     return super.readResource<T>(resourceType, id);
