@@ -35,6 +35,7 @@ import {
   consentTokens,
   consentApiRoutes,
   bearerIntrospectionRoutes,
+  introspectionReview,
   grantStore,
   completeProviderResponses,
   providerEndpointMethods,
@@ -180,8 +181,9 @@ export async function startServer(
     });
     const levelCheck = sessionLevelTooLow(oidcAccounts, config.mfa);
     const tokensObeyConsent = consentTokens({ consents, accounts: oidcAccounts, launches: grantContexts, firstPartyClients: [ACCOUNT_CLIENT_ID, ADMIN_CLIENT_ID] });
+    const reviewIntrospection = introspectionReview({ consentTokens: tokensObeyConsent, accounts: oidcAccounts, fhirBase: config.fhirBaseUrls[0] });
     const providers = createProviderHost(
-      (jwks) => buildProvider({ config, db, accounts: oidcAccounts, clients, launch, consentTokens: tokensObeyConsent, audit, clientRateLimit: rateLimits.checkClient, levelCheck, views, log }, jwks),
+      (jwks) => buildProvider({ config, db, accounts: oidcAccounts, clients, launch, consentTokens: tokensObeyConsent, reviewIntrospection, audit, clientRateLimit: rateLimits.checkClient, levelCheck, views, log }, jwks),
       await loadSigningKeys(db, kek),
     );
     const app = createApp({
@@ -223,7 +225,7 @@ export async function startServer(
           launches,
         }),
         consentApiRoutes({ issuer: config.issuer, providers, consents, clients, audit }),
-        bearerIntrospectionRoutes({ providers, consentTokens: tokensObeyConsent, audit }),
+        bearerIntrospectionRoutes({ providers, reviewIntrospection, audit }),
         accountRoutes({
           issuer: config.issuer,
           selfUrl: () => selfUrl,

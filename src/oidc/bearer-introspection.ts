@@ -2,7 +2,7 @@
  * SMART token introspection for a resource server that authenticates with a Bearer token it holds
  * for that purpose (a client-credentials token with `custos:introspect`), not with its client
  * credentials. Requests with client authentication go on to oidc-provider's own endpoint; this
- * answers the same RFC 7662 response, re-evaluated against the patient's consent.
+ * answers the same RFC 7662 response, through the same review (./introspection-review.ts).
  */
 import Router from '@koa/router';
 import type { Context } from 'koa';
@@ -11,12 +11,12 @@ import { badRequest } from '../http/errors.ts';
 import type { ProviderHost } from './provider-host.ts';
 import { INTROSPECT_SCOPE } from './provider.ts';
 import { clientTokenAuth } from './client-token-auth.ts';
-import type { ConsentTokens } from './consent-tokens.ts';
+import type { IntrospectionReview } from './introspection-review.ts';
 import { formBody } from '../http/request-body.ts';
 
 export interface BearerIntrospectionDeps {
   providers: ProviderHost;
-  consentTokens: ConsentTokens;
+  reviewIntrospection: IntrospectionReview;
   audit: AuditTrail;
 }
 
@@ -70,7 +70,7 @@ export function bearerIntrospectionRoutes(deps: BearerIntrospectionDeps): Router
         ...(token.scope ? { scope: token.scope } : {}),
         ...(token.kind !== 'RefreshToken' ? { token_type: 'Bearer' } : {}),
       };
-      response = await deps.consentTokens.reviewIntrospection(response);
+      response = await deps.reviewIntrospection(response, token.accountId);
     }
     await deps.audit.record({
       type: 'token.introspected',

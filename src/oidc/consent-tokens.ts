@@ -85,13 +85,6 @@ export function consentTokens(deps: ConsentTokenDeps) {
     body.authorization_details = at.extra.authorization_details;
   }
 
-  /** Re-evaluates the consent behind an introspected token (RFC 7662 `active` means "usable now"). */
-  async function decorateIntrospection(ctx: KoaContextWithOIDC): Promise<void> {
-    const body = ctx.body as Record<string, unknown> | undefined;
-    if (ctx.status !== 200 || !body) return;
-    ctx.body = await reviewIntrospection(body);
-  }
-
   /** The introspection response as the consent allows it now (the body is changed in place). */
   async function reviewIntrospection(body: Record<string, unknown>): Promise<Record<string, unknown>> {
     if (body.active !== true || typeof body.consent_id !== 'string') return body;
@@ -106,7 +99,7 @@ export function consentTokens(deps: ConsentTokenDeps) {
     return body;
   }
 
-  return { claims, grantStillConsented, decorateTokenResponse, decorateIntrospection, reviewIntrospection };
+  return { claims, grantStillConsented, decorateTokenResponse, reviewIntrospection };
 }
 
 export type ConsentTokens = ReturnType<typeof consentTokens>;

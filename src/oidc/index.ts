@@ -10,4 +10,5 @@ export { consentTokens, type ConsentTokens } from './consent-tokens.ts';
 export { grantStore } from './grant-store.ts';
 export { consentApiRoutes } from './consent-api.ts';
 export { bearerIntrospectionRoutes } from './bearer-introspection.ts';
+export { introspectionReview, type IntrospectionReview } from './introspection-review.ts';
 export { grantContextsPerRequest, accountsPerRequest } from './request-memo.ts';

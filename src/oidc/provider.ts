@@ -14,9 +14,10 @@ import { ADMIN_SCOPE, EHR_LAUNCH_SCOPE, INTROSPECT_SCOPE, type ClientRegistry } 
 import type { Views } from '../http/views.ts';
 import { createOutboundFetch } from '../http/outbound-fetch.ts';
 import { createKnexAdapter } from './adapter.ts';
-import { introspectionWithinRole, refreshTargetCheck, smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
+import { refreshTargetCheck, smartExtraParams, smartResourceIndicators } from './smart-resources.ts';
 import type { SmartLaunch } from './smart-launch.ts';
 import type { ConsentTokens } from './consent-tokens.ts';
+import type { IntrospectionReview } from './introspection-review.ts';
 import { tokenAudit } from './token-audit.ts';
 import type { AuditTrail } from '../audit/index.ts';
 import { createFhirServers, STATIC_SCOPES } from '../smart/index.ts';
@@ -35,6 +36,8 @@ export interface ProviderDeps {
   clients: ClientRegistry;
   launch: SmartLaunch;
   consentTokens: ConsentTokens;
+  /** Introspection answers as the consent and the account are now (both introspection doors). */
+  reviewIntrospection: IntrospectionReview;
   audit: AuditTrail;
   /** Counts a request against a client's rate limit; the seconds to wait when over it. */
   clientRateLimit?: (clientId: string) => Promise<number>;
@@ -80,7 +83,6 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
   const audited = tokenAudit(deps.audit);
   const checkRefreshTarget = refreshTargetCheck(fhirServers);
   const roleOf = async (id: string) => (await accounts.findById(id))?.role;
-  const reviewRoleScopes = introspectionWithinRole(roleOf);
 
   const configuration: Configuration = {
     adapter: createKnexAdapter(deps.db, clients, (write, kind, payload) => audited.issued(write, kind, payload)),
@@ -336,8 +338,9 @@ export function buildProvider(deps: ProviderDeps, signingKeys: JWK[]): Provider 
       if (ctx.status === 200 && clientId) await clients.recordTokenIssued(clientId);
     }
     if (ctx.oidc?.route === 'introspection') {
-      await deps.consentTokens.decorateIntrospection(oidcCtx);
-      await reviewRoleScopes(oidcCtx);
+      const body = ctx.body as Record<string, unknown> | undefined;
+      const token = oidcCtx.oidc.entities.AccessToken ?? oidcCtx.oidc.entities.RefreshToken;
+      if (ctx.status === 200 && body) ctx.body = await deps.reviewIntrospection(body, token?.accountId);
       await audited.afterIntrospection(oidcCtx);
     }
     if (ctx.oidc?.route === 'revocation') await audited.afterRevocation(oidcCtx);

@@ -185,20 +185,6 @@ export function refreshTargetCheck(fhirServers: FhirServers) {
   };
 }
 
-/**
- * Introspection answers as the account's role is now (RFC 7662 section 2.2: `active` and `scope`
- * say what the token may do at this moment): an access token issued before its account stopped
- * being a practitioner's loses its `user/` scopes at once, not only at the next refresh.
- */
-export function introspectionWithinRole(roleOf: RoleOf) {
-  return async function reviewRoleScopes(ctx: KoaContextWithOIDC): Promise<void> {
-    const body = ctx.body as Record<string, unknown> | undefined;
-    const token = ctx.oidc.entities.AccessToken ?? ctx.oidc.entities.RefreshToken;
-    if (ctx.status !== 200 || body?.active !== true || typeof body.scope !== 'string' || !token?.accountId) return;
-    body.scope = scopesAllowedForRole(body.scope, await roleOf(token.accountId)) || undefined;
-  };
-}
-
 function checkSyntax(scopes: string[]): void {
   grantedScope(scopes, [], ['patient', 'user', 'system']);
 }

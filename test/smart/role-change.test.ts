@@ -9,7 +9,8 @@ const FHIR = 'https://fhir.example.org/r4';
  * A practitioner's account becomes a patient's between authorization and the next use of its
  * tokens: the grant stored `user/` scopes the role no longer allows. Introspection stops naming
  * them at once, and the refresh gives nothing (a patient has no consent for the app), writing
- * nothing either.
+ * nothing either. Both introspection doors (client credentials, and a Bearer token held by the
+ * resource server) give the same answer, and name who the user is now.
  */
 describe('user/ scopes after a change of role from practitioner to patient', () => {
   let server: TestServer;
@@ -30,6 +31,17 @@ describe('user/ scopes after a change of role from practitioner to patient', () 
   });
   after(() => server.close());
 
+  async function bearerIntrospection(token: string): Promise<Record<string, unknown>> {
+    const { access_token } = await oidc.clientCredentialsGrant(rs, { scope: 'custos:introspect' });
+    const res = await fetch(`${server.issuer}/token/introspection`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${access_token}`, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token }),
+    });
+    assert.equal(res.status, 200);
+    return (await res.json()) as Record<string, unknown>;
+  }
+
   const tokenState = () => server.running.services.db('oidc_payloads').select('kind', 'id', 'consumed_at').orderBy(['kind', 'id']);
 
   it('introspection drops the user/ scope at once, and the refresh is refused without consuming anything', async () => {
@@ -45,6 +57,13 @@ describe('user/ scopes after a change of role from practitioner to patient', () 
     const after = await oidc.tokenIntrospection(rs, tokens.access_token);
     assert.equal(after.active, true);
     assert.equal(after.scope, undefined, 'the live access token no longer names user/Observation.rs');
+    assert.equal(after.fhirUser, `${FHIR}/Patient/dora-p`, 'fhirUser is who the user is now');
+    const byBearer = await bearerIntrospection(tokens.access_token);
+    assert.deepEqual(
+      { active: byBearer.active, scope: byBearer.scope, fhirUser: byBearer.fhirUser },
+      { active: true, scope: undefined, fhirUser: `${FHIR}/Patient/dora-p` },
+      'the Bearer-authenticated door answers the same',
+    );
     assert.equal((await oidc.tokenIntrospection(rs, tokens.refresh_token!)).scope, 'openid offline_access', 'nor does the refresh token');
 
     const state = await tokenState();
@@ -54,5 +73,15 @@ describe('user/ scopes after a change of role from practitioner to patient', () 
       return true;
     });
     assert.deepEqual(await tokenState(), state, 'no token was issued and the refresh token was not consumed');
+  });
+
+  it('a token that outlived its account being disabled is inactive at both doors', async () => {
+    const doc = await server.createAccount({ username: 'ezra', role: 'practitioner', fhirId: 'ezra-1' });
+    const { tokens } = await codeFlow(app, server.issuer, doc, { scope: 'openid offline_access user/Observation.rs', aud: FHIR });
+    assert.equal((await bearerIntrospection(tokens.access_token)).active, true);
+    // Straight into the table: `custos user disable` also ends the grants, which would hide this check.
+    await server.running.services.db('accounts').where({ id: doc.id }).update({ disabled_at: new Date() });
+    assert.deepEqual(await oidc.tokenIntrospection(rs, tokens.access_token), { active: false });
+    assert.deepEqual(await bearerIntrospection(tokens.access_token), { active: false });
   });
 });
