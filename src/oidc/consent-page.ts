@@ -205,10 +205,12 @@ export function consentPage(deps: ConsentPageDeps) {
     const missing = requestedOf(d);
     const granted = new Set(chosen ?? missing);
     const { Grant } = providers.current;
-    const existing = d.grantId ? await Grant.find(d.grantId) : undefined;
     // An authorization with a launch context gets a grant of its own (copying what the account
-    // already granted this app), so contexts of different launches never mix.
+    // already granted this app), so contexts of different launches never mix; one without a
+    // context never adds to a grant that holds one (see loadExistingGrant).
     const ownGrant = deps.launch.carriesContext(d.params);
+    const reusable = d.grantId !== undefined && (ownGrant || !(await deps.launch.holdsContext(d.grantId)));
+    const existing = reusable ? await Grant.find(d.grantId!) : undefined;
     const grant = existing
       ? ownGrant
         ? copyGrant(Grant, existing)

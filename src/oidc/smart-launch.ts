@@ -158,7 +158,11 @@ export function smartLaunch(deps: SmartLaunchDeps) {
     const grant = await GrantModel.find(grantId);
     if (!grant) return undefined;
     const context = await resolveContext(ctx);
-    if (context === undefined || context === 'pending') return grant;
+    // A grant holding a launch context belongs to that launch (perhaps another patient's, chosen
+    // by a representative): an authorization without one must not take over its context and
+    // consent, so it starts from nothing and the consent page asks.
+    if (context === undefined) return (await holdsContext(grant.jti)) ? undefined : grant;
+    if (context === 'pending') return grant;
     let target = grant;
     if (!fromConsent) {
       target = copyGrant(GrantModel, grant);
@@ -207,13 +211,18 @@ export function smartLaunch(deps: SmartLaunchDeps) {
     }
   }
 
+  /** True when a grant holds a launch context (a patient or encounter), so it is that launch's alone. */
+  async function holdsContext(grantId: string): Promise<boolean> {
+    return (await launches.forGrant(grantId)) !== undefined;
+  }
+
   /** True when an authorization carries (or will carry) a launch context, so it needs its own grant. */
   function carriesContext(params: Record<string, unknown>): boolean {
     const needs = contextNeeds(splitScopes(typeof params.scope === 'string' ? params.scope : undefined));
     return typeof params.launch === 'string' || needs.patient || needs.encounter;
   }
 
-  return { launchParam, interactionPolicyWithPicker, loadExistingGrant, extraTokenClaims, decorateTokenResponse, carriesContext };
+  return { launchParam, interactionPolicyWithPicker, loadExistingGrant, extraTokenClaims, decorateTokenResponse, carriesContext, holdsContext };
 }
 
 export type SmartLaunch = ReturnType<typeof smartLaunch>;
