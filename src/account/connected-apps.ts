@@ -62,13 +62,26 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
     return (await deps.clients.get(clientId))?.name ?? clientId;
   }
 
-  /** The signed-in patient's consent, or 404 (whether it is someone else's or does not exist). */
-  async function ownConsent(ctx: Context): Promise<Consent> {
+  /**
+   * A consent about the signed-in patient, or one they gave as a representative while they still
+   * represent that patient. Someone else's, or none, is 404 alike; one given under a
+   * representation that has ended is 403 with the reason (its giver knows it exists), and shows
+   * nothing of what the app sees or does with that patient's record since. Changes check the
+   * representation again, in their own transaction.
+   */
+  async function ownConsent(ctx: Context, purpose: 'view' | 'change' = 'view'): Promise<Consent> {
     const consent = await consents.repo.find(String(ctx.params.id));
     const s = session(ctx);
     if (!consent || (consent.patientAccountId !== s.sub && consent.actorAccountId !== s.sub)) throw notFound('there is no such app connection');
+    if (consent.patientAccountId !== s.sub && !(await deps.accounts.representsNow(s.sub, consent.patientAccountId))) {
+      throw forbidden(`you no longer act for this patient, so ${purpose === 'change' ? 'nothing was changed' : 'this app connection is no longer yours to see'}`);
+    }
     return consent;
   }
+
+  /** The token events of this consent alone (not the app's other consents about the same patient). */
+  const accessLog = (consent: Consent, page: { limit: number; cursor?: string | undefined }) =>
+    deps.audit.list({ clientId: consent.clientId, patientId: consent.patientFhirId ?? undefined, consentId: consent.id, type: 'token.' }, page);
 
   function summary(consent: Consent, name: string, viewer?: string) {
     const v = consent.current;
@@ -95,11 +108,7 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
     const s = session(ctx);
     const name = await appName(consent.clientId);
     const cursor = typeof ctx.query.log === 'string' ? ctx.query.log.slice(0, 100) : undefined;
-    const log = consent.patientFhirId
-      ? await deps.audit
-          .list({ clientId: consent.clientId, patientId: consent.patientFhirId, type: 'token.' }, { limit: LOG_PAGE, cursor })
-          .catch(() => ({ events: [] as never[], nextCursor: undefined }))
-      : { events: [], nextCursor: undefined };
+    const log = await accessLog(consent, { limit: LOG_PAGE, cursor }).catch(() => ({ events: [] as never[], nextCursor: undefined }));
     const hidden = new Set<string>(consent.current.limits.hiddenLabels);
     deps.render(
       ctx,
@@ -133,9 +142,7 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
     const list = await consents.repo.listForPatient(s.sub, LIST_LIMIT);
     const apps = await Promise.all(
       list.map(async (c) => {
-        const last = c.patientFhirId
-          ? (await deps.audit.list({ clientId: c.clientId, patientId: c.patientFhirId, type: 'token.' }, { limit: 1 })).events[0]
-          : undefined;
+        const last = (await accessLog(c, { limit: 1 })).events[0];
         return { ...summary(c, await appName(c.clientId), s.sub), lastUsed: last ? day(last.occurredAt) : null };
       }),
     );
@@ -157,7 +164,7 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
   });
 
   router.post('/apps/:id', csrf, deps.requireSession, ...deps.forms, async (ctx) => {
-    const consent = await ownConsent(ctx);
+    const consent = await ownConsent(ctx, 'change');
     const s = session(ctx);
     const body = ctx.request.body as Record<string, unknown>;
     const keep = asList(body.scope).slice(0, 200);
@@ -204,7 +211,7 @@ export function connectedApps(router: Router, deps: ConnectedAppsDeps): void {
   });
 
   router.post('/apps/:id/revoke', csrf, deps.requireSession, ...deps.forms, async (ctx) => {
-    const consent = await ownConsent(ctx);
+    const consent = await ownConsent(ctx, 'change');
     const s = session(ctx);
     try {
       await consents.revoke(consent.id, { accountId: s.sub, acr: s.acr, ip: ctx.ip, strongRecentLogin: false });

@@ -80,9 +80,10 @@ export interface AccountRepository {
   /**
    * Whether `representativeId` represents the enabled patient `patientId` now, holding a share
    * lock on the link until `trx` ends: a change made on the strength of the link commits before
-   * the link can be removed, or sees it gone.
+   * the link can be removed, or sees it gone. Without `trx`, a plain read: enough to decide what
+   * to show, never to decide a change.
    */
-  representsNow(representativeId: string, patientId: string, trx: Knex.Transaction): Promise<boolean>;
+  representsNow(representativeId: string, patientId: string, trx?: Knex.Transaction): Promise<boolean>;
 }
 
 export const RELATIONSHIPS = ['parent', 'guardian', 'caregiver', 'other'] as const;
@@ -203,13 +204,12 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
     },
     async representsNow(representativeId, patientId, trx) {
       if (!UUID.test(representativeId) || !UUID.test(patientId)) return false;
-      const link = await trx('representatives as r')
+      const query = (trx ?? db)('representatives as r')
         .join('accounts as a', 'a.id', 'r.patient_account_id')
         .where({ 'r.representative_account_id': representativeId, 'r.patient_account_id': patientId, 'a.role': 'patient' })
-        .whereNull('a.disabled_at')
-        .forShare('r')
-        .first('r.patient_account_id');
-      return Boolean(link);
+        .whereNull('a.disabled_at');
+      if (trx) query.forShare('r');
+      return Boolean(await query.first('r.patient_account_id'));
     },
     async findForUpdate(id, trx) {
       if (!UUID.test(id)) return undefined;

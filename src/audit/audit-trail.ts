@@ -10,6 +10,8 @@ export interface AuditFilter {
   actor?: string | undefined;
   clientId?: string | undefined;
   patientId?: string | undefined;
+  /** Events that name this consent (`details.consent_id`): token events issued or checked under it. */
+  consentId?: string | undefined;
   /** An exact type, or a prefix ending in `.` (`login.` matches every login event). */
   type?: string | undefined;
   from?: Date | undefined;
@@ -208,6 +210,7 @@ export function createAuditTrail(db: Knex, opts: { log?: Logger; clock?: () => D
       if (filter.actor) q.where('actor', filter.actor);
       if (filter.clientId) q.where('client_id', filter.clientId);
       if (filter.patientId) q.where('patient_id', filter.patientId);
+      if (filter.consentId) q.whereRaw(`details->>'consent_id' = ?`, [filter.consentId]);
       if (filter.type) {
         if (filter.type.endsWith('.')) q.whereLike('type', `${filter.type.replace(/[\\%_]/g, '\\$&')}%`);
         else q.where('type', filter.type);

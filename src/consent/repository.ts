@@ -89,7 +89,7 @@ export interface ConsentRepository {
   findFor(patientAccountId: string, clientId: string, actorAccountId: string, trx?: Knex.Transaction): Promise<Consent | undefined>;
   /** The consent an account gave an app about a patient (by FHIR id), or about themselves when null. */
   findByActor(actorAccountId: string, clientId: string, patientFhirId: string | null): Promise<Consent | undefined>;
-  /** The consents about a patient or given by them (as a representative), most recently changed first; at most `limit`. */
+  /** The consents about a patient, and those they gave as a representative while the representation holds; most recently changed first, at most `limit`. */
   listForPatient(patientAccountId: string, limit: number): Promise<Consent[]>;
   /** Every consent `actorAccountId` gave about another patient's record (any app), for ending a representation. */
   givenFor(actorAccountId: string, patientAccountId: string, trx: Knex.Transaction): Promise<Consent[]>;
@@ -161,7 +161,21 @@ export function createConsentRepository(db: Knex): ConsentRepository {
           'v.consent_id',
           'c.id',
         )
-        .where((q) => q.where('c.patient_account_id', patientAccountId).orWhere('c.actor_account_id', patientAccountId))
+        // Consents given as a representative, only while the representation holds: once it ends,
+        // what the app sees of that patient and how it uses it is no longer this person's to see.
+        .where((q) =>
+          q.where('c.patient_account_id', patientAccountId).orWhere((given) =>
+            given.where('c.actor_account_id', patientAccountId).whereExists(
+              db('representatives as r')
+                .join('accounts as a', 'a.id', 'r.patient_account_id')
+                .whereRaw('r.representative_account_id = c.actor_account_id')
+                .whereRaw('r.patient_account_id = c.patient_account_id')
+                .where('a.role', 'patient')
+                .whereNull('a.disabled_at')
+                .select(db.raw('1')),
+            ),
+          ),
+        )
         .orderBy('v.created_at', 'desc')
         .limit(limit)
         .select('c.*', 'v.*');

@@ -78,7 +78,14 @@ export function bearerIntrospectionRoutes(deps: BearerIntrospectionDeps): Router
       actor: `client:${String(ctx.state.callerClientId)}`,
       clientId: token?.clientId ?? String(ctx.state.callerClientId),
       ip: ctx.ip,
-      details: { resource_server: String(ctx.state.callerClientId), active: response.active === true, by: 'bearer' },
+      patientId: typeof response.patient === 'string' ? response.patient : undefined,
+      details: {
+        resource_server: String(ctx.state.callerClientId),
+        active: response.active === true,
+        // As the other door records it: the consent's access log in the portal is found by it.
+        consent_id: typeof response.consent_id === 'string' ? response.consent_id : undefined,
+        by: 'bearer',
+      },
     });
     ctx.set('Cache-Control', 'no-store');
     ctx.body = response;

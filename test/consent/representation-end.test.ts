@@ -4,7 +4,7 @@ import { PassThrough } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { startTestServer, testEnv, type TestServer } from '../helpers/server.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
-import { UserAgent, authorize, csrfTokenOf, formActionOf, formDefaults, type PageResponse } from '../helpers/browserless.ts';
+import { UserAgent, accountPagesAgent, authorize, csrfTokenOf, formActionOf, formDefaults, type PageResponse } from '../helpers/browserless.ts';
 import { runCli } from '../../src/cli/main.ts';
 import type { ConsentDetailsEntry } from '../../src/consent/index.ts';
 
@@ -176,6 +176,29 @@ describe('ending a representation ends what it allowed', () => {
     assert.equal(revoke.status, 403);
     assert.match(revoke.body, NO_LONGER);
     assert.deepEqual((await after.consents.repo.versions(kidConsentId, 10)).map((v) => v.version), [3, 2, 1], 'no version was added');
+
+    // Nor may the ex-representative read it any more: not its limits, not how the app is used for the kid.
+    const view = await agent.request(url(`/account/apps/${kidConsentId}`));
+    assert.equal(view.status, 403);
+    assert.match(view.body, /you no longer act for this patient, so this app connection is no longer yours to see/);
+    assert.doesNotMatch(view.body, /Access log|access given/);
+    assert.equal((await agent.request(url(`/account/apps/${kidConsentId}/fhir`))).status, 403);
+    const list = await agent.request(url('/account/apps'));
+    assert.equal(list.status, 200);
+    assert.ok(!list.body.includes(kidConsentId), 'the list no longer shows the consent given for the kid');
+    assert.ok(list.body.includes(selfConsentId), "it still shows the parent's own");
+
+    // The kid's page for their own consent logs that consent's tokens only, not the parent's for them.
+    const { agent: kidPortal } = await accountPagesAgent(server.issuer, kid);
+    const kidView = await kidPortal.request(url(`/account/apps/${kidOwnConsentId}`));
+    assert.equal(kidView.status, 200);
+    const shown = (kidView.body.match(/ UTC<\/span> · /g) ?? []).length;
+    const clientId = config.clientMetadata().client_id;
+    const ofConsent = (await after.audit.list({ clientId, patientId: 'xk-1', consentId: kidOwnConsentId, type: 'token.' }, { limit: 20 })).events;
+    const ofAppAndPatient = (await after.audit.list({ clientId, patientId: 'xk-1', type: 'token.' }, { limit: 20 })).events;
+    assert.ok(ofConsent.length >= 2, `the kid's own use is logged (${ofConsent.length})`);
+    assert.ok(ofAppAndPatient.some((e) => e.details.consent_id === kidConsentId), "the audit trail holds the parent's use for the kid");
+    assert.equal(shown, ofConsent.length, "the page shows the kid's consent's events and none of the parent's");
 
     // So does the consent page opened for the kid before the end.
     const decision = await agent.request(new URL(formActionOf(staleConsentPage.page.body, 'confirm'), server.issuer).toString(), {

@@ -58,7 +58,7 @@ describe("a representative's own-record authorization after one for the child", 
       if (page.location) page = await agent.follow(page.location, server.issuer);
     }
     assert.ok(page.location?.startsWith(REDIRECT_URI), `the flow did not return to the app: ${page.status} ${page.body.slice(0, 200)}`);
-    const tokens = await oidc.authorizationCodeGrant(config, new URL(page.location), { pkceCodeVerifier: start.verifier, expectedState: start.state });
+    const tokens = await oidc.authorizationCodeGrant(config, new URL(page.location!), { pkceCodeVerifier: start.verifier, expectedState: start.state });
     return { tokens, seen };
   }
 
