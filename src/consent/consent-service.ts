@@ -167,8 +167,10 @@ export function createConsentService(deps: ConsentServiceDeps) {
         const existing = await repo.findFor(input.patientAccountId, input.clientId, by.accountId, trx);
         const active = existing && effectiveStatus(existing.current, at) === 'active' ? existing.current : undefined;
         const keep = active ? active.scopes : [];
-        // Approving again with looser limits is a widening like any other.
-        if (active && widensSensitiveAccess(active.limits, input.limits) && !by.strongRecentLogin) {
+        // Approving again with looser limits is a widening like any other, and so is reconnecting
+        // after a revocation or expiry: the limits last set stand until a strong login loosens
+        // them, or revoking (which needs none) would be a way round the step-up.
+        if (existing && widensSensitiveAccess(existing.current.limits, input.limits) && !by.strongRecentLogin) {
           throw new ConsentError('step_up_required', 'showing the app more than before needs a recent sign-in with two-step verification');
         }
         const consent = await repo.append(

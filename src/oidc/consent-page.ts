@@ -117,9 +117,14 @@ export function consentPage(deps: ConsentPageDeps) {
     return typeof authTime === 'number' && Date.now() / 1000 - authTime <= SENSITIVE_STEP_UP_MAX_AGE;
   }
 
-  async function activeConsent(accountId: string, clientId: string, patientFhirId: string | null) {
+  /**
+   * The app's consent from this person about this record: `current` while active, and `lastLimits`
+   * whatever its status, since limits set before a revocation or expiry stand as the baseline a
+   * reconnection may only loosen with a strong login.
+   */
+  async function consentSoFar(accountId: string, clientId: string, patientFhirId: string | null) {
     const found = await deps.consents.forGrant(accountId, clientId, patientFhirId);
-    return found?.status === 'active' ? found.consent.current : undefined;
+    return { current: found?.status === 'active' ? found.consent.current : undefined, lastLimits: found?.consent.current.limits };
   }
 
   /** Whose record this authorization opens: the one chosen in the picker, else the patient's own. */
@@ -144,9 +149,10 @@ export function consentPage(deps: ConsentPageDeps) {
     }));
     const forPatient = isPatient && account ? contextPatient(d, account) : null;
     const represented = forPatient && account && forPatient !== account.fhirPatientId ? await accounts.findPatientByFhirId(forPatient) : undefined;
-    // Limits start from the app's current consent, or else from the preferences of the patient
-    // whose record it is: a representative's own choices are about their own record.
-    const current = isPatient && account ? await activeConsent(account.id, String(d.params.client_id), forPatient) : undefined;
+    // Labels start from the app's active consent, or else from the preferences of the patient
+    // whose record it is: a representative's own choices are about their own record. Dates and
+    // record types start from those last set for the app, active or not (see consentSoFar).
+    const { current, lastLimits } = isPatient && account ? await consentSoFar(account.id, String(d.params.client_id), forPatient) : { current: undefined, lastLimits: undefined };
     const prefsOwner = represented ?? account;
     const prefs = isPatient && prefsOwner && !current ? await deps.consents.repo.preferences(prefsOwner.id) : undefined;
     const hiddenByDefault = new Set<string>(current?.limits.hiddenLabels ?? (prefs ? prefs[client.category] : SENSITIVE_LABELS));
@@ -168,9 +174,9 @@ export function consentPage(deps: ConsentPageDeps) {
         hasTotp: account ? (await deps.mfa.status(account.id)).totp : false,
         strongSession: await strongRecentSession(d),
         expiries: expiries.map((days) => ({ days, until: day(new Date(now.getTime() + days * 86400_000)), selected: days === chosenExpiry })),
-        from: submitted?.from ?? current?.limits.from ?? '',
-        until: submitted?.until ?? current?.limits.until ?? '',
-        types: submitted?.types ?? current?.limits.resourceTypes?.join(', ') ?? '',
+        from: submitted?.from ?? lastLimits?.from ?? '',
+        until: submitted?.until ?? lastLimits?.until ?? '',
+        types: submitted?.types ?? lastLimits?.resourceTypes?.join(', ') ?? '',
         alreadyShared: current ? SENSITIVE_LABELS.filter((l) => !current.limits.hiddenLabels.includes(l)) : [],
         error,
       },
@@ -267,11 +273,12 @@ export function consentPage(deps: ConsentPageDeps) {
     if (!patient || !patientFhirId || !(await accounts.mayActFor(account.id, patientFhirId))) {
       throw new HttpError(403, 'access_denied', 'you may not give access to this record');
     }
-    const current = await activeConsent(account.id, String(d.params.client_id), patientFhirId);
+    const { current, lastLimits } = await consentSoFar(account.id, String(d.params.client_id), patientFhirId);
     const alreadyShared = new Set(current ? SENSITIVE_LABELS.filter((l) => !current.limits.hiddenLabels.includes(l)) : []);
     const newlyShared = SENSITIVE_LABELS.filter((l) => !limits.hiddenLabels.includes(l) && !alreadyShared.has(l));
-    // Loosening a date range or record-type list the app already had is sharing more, too.
-    const widened = current !== undefined && widensSensitiveAccess(current.limits, limits);
+    // Loosening a date range or record-type list set for this app is sharing more, too, also
+    // when reconnecting after a revocation or expiry.
+    const widened = lastLimits !== undefined && widensSensitiveAccess(lastLimits, limits);
     if ((newlyShared.length > 0 || widened) && !strong) {
       // Sharing sensitive data: prove a second factor now.
       const code = asText((ctx.request.body as Record<string, unknown>).code, 16).replace(/\s/g, '');

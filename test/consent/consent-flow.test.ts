@@ -258,6 +258,48 @@ describe('consent at authorization, and tokens that obey it', () => {
     assert.ok(same.tokens, 'the same limits again need nothing more');
   });
 
+  it('keeps the limits last set as the baseline after a revocation: reconnecting cannot loosen them without a second factor', async () => {
+    const pat = await newPatient();
+    const scope = `openid launch/patient offline_access ${OBS} patient/Condition.rs`;
+    const first = await flow(pat, scope, (f) => setField(setField(setField(f, 'from', '2020-01-01'), 'until', '2021-12-31'), 'types', 'Observation'));
+    const consentId = consentEntry(await oidc.tokenIntrospection(config, first.tokens!.access_token))!.consent_id;
+    // Revoking needs no step-up (it only takes away); it must not be a way round one.
+    await server.running.services.consents.revoke(consentId, { accountId: pat.id, acr: 'urn:custos:acr:password', strongRecentLogin: false });
+    const versions = async () => (await server.running.services.consents.repo.versions(consentId, 10)).map((v) => v.change);
+    assert.deepEqual(await versions(), ['revoked', 'granted']);
+
+    const loosened = await flow(pat, scope, (f) => without(without(without(f, 'from'), 'until'), 'types'));
+    assert.equal(loosened.tokens, undefined);
+    assert.equal(loosened.page.status, 403);
+    assert.match(loosened.page.body, /Showing the app more dates or record types than before needs two-step verification/);
+    assert.deepEqual(await versions(), ['revoked', 'granted'], 'nothing written');
+    // The service holds the line too, for any caller that skips the page's check.
+    const { consents } = server.running.services;
+    const record = (await consents.repo.find(consentId))!;
+    await assert.rejects(
+      consents.approve(
+        { patientAccountId: pat.id, patientFhirId: record.patientFhirId, clientId: record.clientId, scopes: [OBS], limits: { hiddenLabels: record.current.limits.hiddenLabels }, expiresAt: new Date(Date.now() + 86400_000) },
+        { accountId: pat.id, acr: 'urn:custos:acr:password', strongRecentLogin: false },
+      ),
+      (err: Error & { kind?: string }) => err.kind === 'step_up_required',
+    );
+    assert.deepEqual(await versions(), ['revoked', 'granted'], 'nothing written');
+
+    // The page starts from those limits, so reconnecting as it stands keeps them and needs nothing more.
+    const again = await flow(pat, scope);
+    assert.deepEqual(
+      ['from', 'until', 'types'].map((k) => again.form?.find(([n]) => n === k)?.[1]),
+      ['2020-01-01', '2021-12-31', 'Observation'],
+      'the form starts from the limits set before the revocation',
+    );
+    assert.ok(again.tokens, `reconnected: ${again.page.status} ${again.page.body.slice(0, 200)}`);
+    const entry = consentEntry(await oidc.tokenIntrospection(config, again.tokens.access_token))!;
+    assert.equal(entry.consent_id, consentId);
+    assert.deepEqual(entry.resource_types, ['Observation']);
+    assert.deepEqual(entry.period, { start: '2020-01-01', end: '2021-12-31' });
+    assert.deepEqual(await versions(), ['granted', 'revoked', 'granted']);
+  });
+
   it('keeps history linear when changes race: each one wins or is refused as a conflict', async () => {
     const pat = await newPatient();
     const { tokens } = await flow(pat, `openid launch/patient ${OBS} patient/Condition.rs`);
