@@ -102,6 +102,10 @@ function fhirUserReference(claim: string): string | undefined {
  * whose consent has run out at `now` (milliseconds).
  */
 export function accessFactsFromClaims(claims: Record<string, unknown>, now: number): TokenVerdict {
+  // A sender-constrained token (RFC 9449 DPoP `jkt`, RFC 8705 `x5t#S256`) is only worth its binding
+  // when the proof is checked, which this library does not do: taking it as a bearer token would
+  // let whoever copied it use it.
+  if (claims.cnf !== undefined) return { active: false, reason: 'the token is bound to a key (cnf) and cannot be used as a bearer token' };
   const scopes: ResourceScope[] = [];
   for (const s of (str(claims.scope) ?? '').split(' ')) {
     if (!isResourceScope(s)) continue;

@@ -89,6 +89,27 @@ export const MAX_PAGE_SIZE = 1000;
 export const DEFAULT_PAGE_SIZE = 50;
 const JSON_FORMATS = new Set(['json', 'application/json', 'application/fhir+json']);
 
+// FHIR R4 3.1.1.5.5: [source type]:[search parameter], optionally :[target type]; `*` for all.
+const INCLUDE_VALUE = /^([A-Z][A-Za-z]{1,63}):([a-z][A-Za-z0-9-]{0,63}|\*)(?::([A-Z][A-Za-z]{1,63}))?$/;
+
+/**
+ * Why an `_include` or `_revinclude` cannot be passed on, judged from the request alone so the
+ * answer never depends on what matches. Iterated includes are refused: they would follow
+ * references out of included resources, some of which the app may not see.
+ */
+function includeProblem(rawName: string, value: string, searched: string): Denial | undefined {
+  const [name, modifier] = rawName.split(':');
+  if (modifier !== undefined) {
+    return modifier === 'iterate' || modifier === 'recurse'
+      ? deny(400, 'not-supported', `${name}:${modifier} is not supported through this server`)
+      : deny(400, 'invalid', `${rawName} is not a FHIR search parameter`);
+  }
+  const m = INCLUDE_VALUE.exec(value);
+  if (!m) return deny(400, 'invalid', `${name}=${value.slice(0, 80)} is not [type]:[search parameter] or [type]:[search parameter]:[target type]`);
+  if (name === '_include' && m[1] !== searched) return deny(400, 'invalid', `${name}=${value} must start with the type searched, ${searched}`);
+  return undefined;
+}
+
 function checkParams(interaction: FhirInteraction): Denial | [string, string][] {
   const allowed = ALLOWED_PARAMS[interaction.kind] ?? FORMAT_ONLY;
   const upstream: [string, string][] = [];
@@ -113,6 +134,10 @@ function checkParams(interaction: FhirInteraction): Denial | [string, string][] 
       // Chained and reverse-chained searches would select by data the app may not see.
       if (rawName.includes('.') || name === '_has') return deny(400, 'not-supported', 'chained searches are not supported through this server');
       if (name.startsWith('_') && !SEARCH_CONTROLS.has(name)) return deny(400, 'not-supported', `the search parameter ${name} is not supported through this server`);
+      if (name === '_include' || name === '_revinclude') {
+        const problem = includeProblem(rawName, value, interaction.resourceType!);
+        if (problem) return problem;
+      }
     } else if (!allowed.has(name)) {
       return deny(400, 'not-supported', `the parameter ${name} is not supported for ${interaction.kind}`);
     }

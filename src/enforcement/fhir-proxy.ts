@@ -10,6 +10,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import jsonPatch, { type Operation } from 'fast-json-patch';
 import type { AuditEventInput } from '../audit/audit-event.ts';
 import type { AccessFacts } from './access-token.ts';
 import { decide, MAX_PAGE_SIZE, type Decision, type EnforcementPolicy, type Permit } from './decision.ts';
@@ -18,7 +19,6 @@ import { operationOutcome, type IssueCode } from './operation-outcome.ts';
 import { bundleResources, checkSingle, judgeEntries, rewriteEntry, type FilterReport } from './response-filter.ts';
 import { checkResource, medicationReferences, type ReferencedMedications } from './resource-visibility.ts';
 import { collectPage, type Cursor } from './paging.ts';
-import { PATIENT_LINKS } from './resource-rules.ts';
 import { TokenServiceUnavailable, type TokenValidator } from './token-validator.ts';
 
 export interface FhirProxyOptions {
@@ -57,6 +57,9 @@ const PAGE_LIFETIME_MS = 60 * 60 * 1000;
 const MAX_SCANNED = 5000;
 /** Medications read at once by `_id`. */
 const MEDICATION_BATCH = 50;
+/** Matches whose includes are asked for at once by `_id`. */
+const INCLUDE_BATCH = 100;
+const INCLUDE_PARAM = /^_(rev)?include(:|$)/;
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -78,6 +81,29 @@ interface Outcome {
   outcome: 'success' | 'denied' | 'failure';
   reason?: string;
   report?: FilterReport;
+}
+
+/** What a fast-json-patch error name means, in words (its messages hold the whole document). */
+function patchErrorText(name: string | undefined): string {
+  switch (name) {
+    case 'TEST_OPERATION_FAILED':
+      return 'a test operation failed';
+    case 'OPERATION_PATH_UNRESOLVABLE':
+    case 'OPERATION_FROM_UNRESOLVABLE':
+      return 'a path does not exist in the resource';
+    case 'OPERATION_OP_INVALID':
+      return 'an op is not one RFC 6902 defines';
+    case 'OPERATION_PATH_INVALID':
+    case 'OPERATION_FROM_REQUIRED':
+    case 'OPERATION_PATH_ILLEGAL_ARRAY_INDEX':
+    case 'OPERATION_PATH_CANNOT_ADD':
+      return 'a path is not valid';
+    case 'OPERATION_VALUE_REQUIRED':
+    case 'OPERATION_VALUE_CANNOT_CONTAIN_UNDEFINED':
+      return 'a value is missing';
+    default:
+      return 'it is malformed';
+  }
 }
 
 const refuse = (status: number, code: IssueCode, reason: string, headers: Record<string, string> = {}, auditReason = reason): Outcome => ({
@@ -235,7 +261,42 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     return { resource: res.json, headers: res.headers };
   }
 
-  async function checkWrittenResource(body: Buffer, permit: Permit, contentType: string | undefined, lookup: Lookup): Promise<Outcome | undefined> {
+  /**
+   * An upstream refusal of a search, in the proxy's words: the server's own OperationOutcome may
+   * quote what it read, and the app learns enough from "check the parameters".
+   */
+  function searchRefused(status: number, reason: string): Outcome {
+    if ([400, 404, 405, 422].includes(status)) return refuse(400, 'invalid', reason, {}, `upstream ${status}`);
+    return upstreamError(status, undefined);
+  }
+
+  /**
+   * The `_include`d and `_revinclude`d resources of the matches shown, and of no other. The
+   * includes on the server's own pages came with hidden matches as well (a Practitioner that only
+   * a hidden Observation names, a Provenance of a hidden record), so the proxy asks again for its
+   * matches by id, with the include parameters, and keeps the visible included entries.
+   */
+  async function includedWith(matches: Json[], params: [string, string][], permit: Permit, lookup: Lookup): Promise<Json[] | { failure: Outcome }> {
+    const keyOf = (e: Json) => `${String((e.resource as Json).resourceType)}/${String((e.resource as Json).id)}`;
+    const shown = new Set(matches.map(keyOf));
+    const ids = matches.map((e) => String((e.resource as Json).id));
+    const found = new Map<string, Json>();
+    for (let i = 0; i < ids.length; i += INCLUDE_BATCH) {
+      const batch = ids.slice(i, i + INCLUDE_BATCH);
+      const query = new URLSearchParams([['_id', batch.join(',')], ...params, ['_count', String(batch.length)]]);
+      const res = await callUpstream('GET', `/${permit.interaction.resourceType}?${query}`);
+      if (res.status !== 200) return { failure: searchRefused(res.status, 'the FHIR server could not apply _include or _revinclude; check their search parameters') };
+      if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return { failure: refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle') };
+      const bundle = res.json;
+      for (const j of judgeEntries(bundle, permit, await lookup(bundleResources(bundle)))) {
+        if (j.role === 'include' && j.verdict.visible && !shown.has(keyOf(j.entry))) found.set(keyOf(j.entry), j.entry);
+      }
+    }
+    return [...found.values()];
+  }
+
+  /** The resource in a create or update body, or the refusal of it. */
+  function parseWrittenResource(body: Buffer, permit: Permit, contentType: string | undefined): Json | Outcome {
     if (!/^application\/(fhir\+)?json\b/.test(contentType ?? '')) return refuse(415, 'not-supported', 'send the resource as application/fhir+json');
     let resource: unknown;
     try {
@@ -246,16 +307,31 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     const { resourceType, id, kind } = permit.interaction;
     if (!isObject(resource) || resource.resourceType !== resourceType) return refuse(400, 'invalid', `the body must be a ${resourceType} resource`);
     if (kind === 'update' && resource.id !== id) return refuse(400, 'invalid', 'the resource id in the body must match the URL');
-    const medications = await lookup([resource]);
-    const verdict = checkResource(resource, permit.filter, permit.needed, { checkDates: false, ...(medications ? { medications } : {}) });
-    if (!verdict.visible) {
-      const why = verdict.reason === 'other_patient' ? 'it would not belong to the patient in context' : `it is outside what the patient shared (${verdict.reason.replace(/_/g, ' ')})`;
-      return refuse(403, 'forbidden', `this resource cannot be written: ${why}`, {}, verdict.reason);
+    if (kind === 'create') {
+      // FHIR R4 3.1.0.8: the server assigns the id of a created resource. Forwarding one the app
+      // chose would let the server's answer (a conflict, an overwrite) say whether that id, maybe
+      // another patient's, already exists.
+      const { id: _ignored, ...rest } = resource;
+      if (isObject(rest.meta)) {
+        const { versionId: _v, lastUpdated: _l, ...meta } = rest.meta;
+        rest.meta = meta;
+      }
+      return rest;
     }
-    return undefined;
+    return resource;
   }
 
-  function checkPatch(body: Buffer, permit: Permit, contentType: string | undefined): Outcome | undefined {
+  /** Whether `resource`, as it would be stored, is one the token may write. */
+  async function judgeWrite(resource: Json, permit: Permit, lookup: Lookup): Promise<Outcome | undefined> {
+    const medications = await lookup([resource]);
+    const verdict = checkResource(resource, permit.filter, permit.needed, { checkDates: false, ...(medications ? { medications } : {}) });
+    if (verdict.visible) return undefined;
+    const why = verdict.reason === 'other_patient' ? 'it would not belong to the patient in context' : `it is outside what the patient shared (${verdict.reason.replace(/_/g, ' ')})`;
+    return refuse(403, 'forbidden', `this resource cannot be written: ${why}`, {}, verdict.reason);
+  }
+
+  /** The operations of a JSON Patch body (RFC 6902), checked for shape only, or the refusal. */
+  function parsePatch(body: Buffer, contentType: string | undefined): Operation[] | Outcome {
     if (!/^application\/json-patch\+json\b/.test(contentType ?? '')) return refuse(415, 'not-supported', 'only JSON Patch (application/json-patch+json) is supported through this server');
     let ops: unknown;
     try {
@@ -263,19 +339,26 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     } catch {
       return refuse(400, 'invalid', 'the body is not valid JSON');
     }
-    const link = PATIENT_LINKS[permit.interaction.resourceType!]?.element;
-    // Elements that decide who and what the resource is about stay as they are.
-    const protectedRoots = new Set(['id', 'resourceType', 'meta', 'contained', 'implicitRules', 'category', 'code', ...(link ? [link] : [])]);
     if (!Array.isArray(ops) || ops.length === 0) return refuse(400, 'invalid', 'a JSON Patch is a non-empty array of operations');
-    for (const op of ops) {
-      if (!isObject(op) || typeof op.op !== 'string' || typeof op.path !== 'string') return refuse(400, 'invalid', 'each JSON Patch operation needs op and path');
-      for (const p of [op.path, op.from]) {
-        if (typeof p !== 'string') continue;
-        const root = p.split('/')[1] ?? '';
-        if (p === '' || protectedRoots.has(root)) return refuse(403, 'forbidden', `a patch may not change /${root}`);
-      }
+    const problem = jsonPatch.validate(ops as Operation[]);
+    if (problem) return refuse(400, 'invalid', `JSON Patch operation ${problem.index ?? 0} is not valid (${patchErrorText(problem.name)})`);
+    return ops as Operation[];
+  }
+
+  /**
+   * The current version with `ops` applied: the resource a PATCH would store, judged like a PUT
+   * of it. A patch that cannot be applied to this version is the app's error (RFC 5789 422).
+   */
+  function applyPatch(current: Json, ops: Operation[], permit: Permit): Json | Outcome {
+    let result: unknown;
+    try {
+      result = jsonPatch.applyPatch(current, ops, true, false).newDocument;
+    } catch (err) {
+      return refuse(422, 'processing', `the JSON Patch cannot be applied to the current version (${patchErrorText((err as { name?: string }).name)})`);
     }
-    return undefined;
+    const { resourceType, id } = permit.interaction;
+    if (!isObject(result) || result.resourceType !== resourceType || result.id !== id) return refuse(400, 'invalid', 'a patch may not change the resource type or id');
+    return result;
   }
 
   async function execute(req: IncomingMessage, permit: Permit, facts: AccessFacts, self: string, original: string, body: Buffer | undefined, cursor?: Cursor): Promise<Outcome> {
@@ -302,16 +385,18 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
 
     if (kind === 'search' || kind === 'history' || kind === 'everything') {
       const path = kind === 'search' ? `/${resourceType}` : kind === 'everything' ? `${instancePath}/$everything` : `${instancePath}/_history`;
+      const includeParams = kind === 'search' ? permit.upstreamParams.filter(([n]) => INCLUDE_PARAM.test(n)) : [];
+      const matchParams = permit.upstreamParams.filter(([n]) => !INCLUDE_PARAM.test(n));
       // Upstream pages are read in sizes of our choosing; the app's _count sizes the proxy's pages.
       const upstreamCount = String(Math.min(MAX_PAGE_SIZE, Math.max(permit.pageSize + 1, 100)));
-      const from = cursor ?? { url: `${path}?${new URLSearchParams([...permit.upstreamParams, ['_count', upstreamCount]])}`, skip: 0 };
+      const from = cursor ?? { url: `${path}?${new URLSearchParams([...matchParams, ['_count', upstreamCount]])}`, skip: 0 };
       const collected = await collectPage<Outcome>({
         from,
         pageSize: permit.pageSize,
         maxScanned: MAX_SCANNED,
         fetch: async (url) => {
           const res = await callUpstream('GET', url);
-          if (res.status !== 200) return { failure: upstreamError(res.status, res.json) };
+          if (res.status !== 200) return { failure: searchRefused(res.status, 'the FHIR server refused this search; check its parameters') };
           if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return { failure: refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle') };
           return { bundle: res.json };
         },
@@ -322,7 +407,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         },
       });
       if ('failure' in collected) return collected.failure;
-      const entries = [...collected.matches, ...collected.includes].map((e) => rewriteEntry(e, resourceUrl));
+      const included = includeParams.length && collected.matches.length ? await includedWith(collected.matches, includeParams, permit, lookup) : [];
+      if ('failure' in included) return included.failure;
+      const entries = [...collected.matches, ...included].map((e) => rewriteEntry(e, resourceUrl));
       const bundle: Json = {
         resourceType: 'Bundle',
         type: kind === 'history' ? 'history' : 'searchset',
@@ -359,23 +446,44 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       return refuse(400, 'not-supported', 'conditional creates and updates are not supported through this server');
     }
     if (kind === 'create') {
-      const problem = await checkWrittenResource(body ?? Buffer.alloc(0), permit, contentType, lookup);
+      const resource = parseWrittenResource(body ?? Buffer.alloc(0), permit, contentType);
+      if ('reply' in resource) return resource as Outcome;
+      const problem = await judgeWrite(resource, permit, lookup);
       if (problem) return problem;
-      return written('POST', `/${resourceType}`, body, {});
+      return written('POST', `/${resourceType}`, Buffer.from(JSON.stringify(resource)), {});
     }
     // The body is judged before the current version is read, so whether a refusal is about the
     // body or a 404 does not depend on what exists. An update never creates: a PUT to an id that
     // does not exist answers as one that is hidden (create with POST).
-    const problem =
-      kind === 'update' ? await checkWrittenResource(body ?? Buffer.alloc(0), permit, contentType, lookup) : kind === 'patch' ? checkPatch(body ?? Buffer.alloc(0), permit, contentType) : undefined;
-    if (problem) return problem;
+    let replacement: Json | undefined;
+    let ops: Operation[] | undefined;
+    if (kind === 'update') {
+      const resource = parseWrittenResource(body ?? Buffer.alloc(0), permit, contentType);
+      if ('reply' in resource) return resource as Outcome;
+      const problem = await judgeWrite(resource, permit, lookup);
+      if (problem) return problem;
+      replacement = resource;
+    } else if (kind === 'patch') {
+      const parsed = parsePatch(body ?? Buffer.alloc(0), contentType);
+      if (!Array.isArray(parsed)) return parsed;
+      ops = parsed;
+    }
     const current = await readVisible(permit, instancePath, lookup);
     if ('outcome' in current) return current.outcome;
-    const ifMatch = typeof req.headers['if-match'] === 'string' ? req.headers['if-match'] : current.headers.get('etag');
+    if (ops) {
+      // A patch is sent as the update it amounts to, so what is stored is exactly what was judged.
+      const patched = applyPatch(current.resource, ops, permit);
+      if ('reply' in patched) return patched as Outcome;
+      const problem = await judgeWrite(patched, permit, lookup);
+      if (problem) return problem;
+      replacement = patched;
+    }
+    const version = isObject(current.resource.meta) && typeof current.resource.meta.versionId === 'string' ? `W/"${current.resource.meta.versionId}"` : undefined;
+    const ifMatch = typeof req.headers['if-match'] === 'string' ? req.headers['if-match'] : (current.headers.get('etag') ?? version);
     // The version checked above is the version changed: a concurrent change makes the write fail.
     const guard: Record<string, string> = ifMatch ? { 'if-match': ifMatch } : {};
-    const method = kind === 'update' ? 'PUT' : kind === 'patch' ? 'PATCH' : 'DELETE';
-    return written(method, instancePath, kind === 'delete' ? undefined : body, guard);
+    if (kind === 'delete') return written('DELETE', instancePath, undefined, guard);
+    return written('PUT', instancePath, Buffer.from(JSON.stringify(replacement)), { ...guard, 'content-type': 'application/fhir+json' });
   }
 
   async function bearer(req: IncomingMessage): Promise<Outcome | AccessFacts> {

@@ -32,7 +32,9 @@ export interface FhirInteraction {
 export type ParsedRequest = { ok: true; interaction: FhirInteraction } | { ok: false; status: 400 | 404 | 405; reason: string };
 
 // FHIR R4 datatypes: id is [A-Za-z0-9\-\.]{1,64}; resource type names are capitalised words.
-export const FHIR_ID = /^[A-Za-z0-9\-.]{1,64}$/;
+// An id of dots alone is excluded: in a URL it is a dot segment, which fetch and HTTP servers
+// resolve (RFC 3986 5.2.4), so `Observation/..` would reach the upstream as a search of everything.
+export const FHIR_ID = /^(?!\.+$)[A-Za-z0-9\-.]{1,64}$/;
 export const RESOURCE_TYPE = /^[A-Z][A-Za-z]{1,63}$/;
 
 const bad = (reason: string): ParsedRequest => ({ ok: false, status: 400, reason });

@@ -19,8 +19,6 @@ export interface Cursor {
 
 export interface CollectedPage {
   matches: Json[];
-  /** Visible included entries of the upstream pages read (not all of them may belong to `matches`). */
-  includes: Json[];
   /** Where the next page starts; absent when no visible match is left. */
   next?: Cursor;
   report: FilterReport;
@@ -45,15 +43,9 @@ export interface CollectOptions<F> {
 /** Upstream pages read at most for one page of the proxy's. */
 const MAX_UPSTREAM_PAGES = 50;
 
-const entryKey = (e: Json) => {
-  const r = e.resource as Json;
-  return `${String(r.resourceType)}/${String(r.id)}`;
-};
-
 /** Reads upstream pages from `from` until a page of visible matches is full (and one more is seen) or none are left. */
 export async function collectPage<F>(opts: CollectOptions<F>): Promise<CollectedPage | { failure: F }> {
   const matches: Json[] = [];
-  const includes = new Map<string, Json>();
   const report: FilterReport = { kept: 0, removed: 0, reasons: {} };
   let { url, skip } = opts.from;
   let scanned = 0;
@@ -64,10 +56,9 @@ export async function collectPage<F>(opts: CollectOptions<F>): Promise<Collected
     let index = 0;
     let next: Cursor | undefined;
     for (const j of judged) {
-      if (j.role === 'include') {
-        if (j.verdict.visible) includes.set(entryKey(j.entry), j.entry);
-        continue;
-      }
+      // Included entries on an upstream page came with every match of it, hidden ones too; the
+      // proxy asks for the includes of the matches it shows separately (see fhir-proxy.ts).
+      if (j.role === 'include') continue;
       const at = index++;
       if (at < skip || next) continue;
       if (j.verdict.visible && matches.length === opts.pageSize) {
@@ -83,10 +74,7 @@ export async function collectPage<F>(opts: CollectOptions<F>): Promise<Collected
         report.reasons[j.verdict.reason] = (report.reasons[j.verdict.reason] ?? 0) + 1;
       }
     }
-    const done = (n?: Cursor): CollectedPage => {
-      const seen = new Set(matches.map(entryKey));
-      return { matches, includes: [...includes.values()].filter((e) => !seen.has(entryKey(e))), ...(n ? { next: n } : {}), report };
-    };
+    const done = (n?: Cursor): CollectedPage => ({ matches, ...(n ? { next: n } : {}), report });
     if (next) return done(next);
     const following = opts.nextOf(got.bundle);
     if (following === undefined) return done();

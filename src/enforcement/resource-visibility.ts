@@ -225,6 +225,9 @@ function dayRangeOfPeriod(value: Json): DayRange | undefined {
   const start = value.start === undefined ? undefined : typeof value.start === 'string' ? dayRangeOfString(value.start) : undefined;
   const end = value.end === undefined ? undefined : typeof value.end === 'string' ? dayRangeOfString(value.end) : undefined;
   if ((value.start !== undefined && !start) || (value.end !== undefined && !end)) return undefined;
+  // A period ending before it starts has no days to compare, and taking either end alone would
+  // let a crafted one slip through the window; like any other unreadable date it is hidden.
+  if (start && end && start.first > end.last) return undefined;
   // An open period runs from the beginning of time, or on without end.
   return { first: start?.first ?? '0000-01-01', last: end?.last ?? '9999-12-31' };
 }

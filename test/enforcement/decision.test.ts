@@ -282,6 +282,10 @@ describe('checkResource: labels, codes, contained resources and dates in every f
     assert.equal(at({ effectivePeriod: { end: '2021-05-01' } }), false, 'an open start runs from before the range');
     assert.equal(at({ effectivePeriod: { start: '2021-03-01', end: '2021-05-01' } }), true);
     assert.equal(at({ effectivePeriod: {} }), false);
+    assert.equal(at({ effectivePeriod: { start: '2022-06-01', end: '2020-06-01' } }), false, 'an inverted period is unreadable, not a window around the range');
+    assert.equal(at({ effectivePeriod: { start: '2021-05-01', end: '2021-03-01' } }), false, 'even with both ends inside the range');
+    assert.equal(at({ effectiveTiming: { repeat: { boundsPeriod: { start: '2022-01-01', end: '2020-01-01' } } } }), false);
+    assert.equal(at({ effectivePeriod: { start: '2021-03-01T10:00:00Z', end: '2021-03-01T10:00:00Z' } }), true, 'an instant-long period is fine');
     assert.equal(at({ effectiveTiming: { event: ['2021-03-01', '2021-04-01T10:00:00Z'] } }), true);
     assert.equal(at({ effectiveTiming: { event: ['2021-03-01', '2022-01-02'] } }), false);
     assert.equal(at({ effectiveTiming: { repeat: { boundsPeriod: { start: '2021-03-01' } } } }), false, 'an open-ended schedule');

@@ -79,11 +79,12 @@ describe('token validator: introspection with a short, bounded cache', () => {
       dpop: active({ token_type: 'DPoP' }),
       foreign: active({ iss: 'https://evil.test' }),
       expired: active({ exp: 1 }),
+      mtls: active({ cnf: { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' } }),
     });
     const v = createTokenValidator({ issuer: ISSUER, introspection: { clientId: 'rs', clientSecret: 's' }, fetch: fetchImpl });
-    for (const t of ['refresh', 'dpop', 'foreign', 'expired', 'unknown']) assert.equal((await v.validate(t)).active, false, t);
+    for (const t of ['refresh', 'dpop', 'foreign', 'expired', 'mtls', 'unknown']) assert.equal((await v.validate(t)).active, false, t);
     for (const t of ['', 'a b', 'x'.repeat(9000), 'tok"en']) assert.equal((await v.validate(t)).active, false);
-    assert.equal(calls.length, 5, 'malformed tokens are not sent anywhere');
+    assert.equal(calls.length, 6, 'malformed tokens are not sent anywhere');
   });
 
   it('reports an unreachable or failing authorization server instead of calling the token invalid', async () => {
@@ -120,5 +121,14 @@ describe('token validator: JWT access tokens against the JWKS', () => {
     const other = await new SignJWT({}).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' }).setIssuer(issuer).sign(new Uint8Array(32));
     assert.equal((await v.validate(other)).active, false);
     assert.equal((await v.validate('opaque-token')).active, false, 'without introspection an opaque token cannot be checked');
+  });
+
+  it('refuses a signed at+jwt bound to a DPoP key, since no proof is checked', async () => {
+    const v = createTokenValidator({ issuer, jwt: {} });
+    const claims = { scope: 'patient/Observation.rs', patient: 'p1', aud: 'https://fhir' };
+    assert.ok((await v.validate(await sign(claims))).active, 'the same token without cnf is accepted');
+    const bound = await v.validate(await sign({ ...claims, cnf: { jkt: '0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I' } }));
+    assert.equal(bound.active, false);
+    assert.match(bound.active ? '' : bound.reason, /cnf/);
   });
 });

@@ -132,6 +132,36 @@ export async function checkWorld(rig: Rig, histories: readonly SeedHistory[], to
       return r !== undefined && oracle.visible(r, 's');
     });
   };
+  /** Every reference a resource makes, as `Type/id` below the upstream base. */
+  const referencesOf = (node: unknown, out = new Set<string>()): Set<string> => {
+    if (Array.isArray(node)) for (const n of node) referencesOf(n, out);
+    else if (node && typeof node === 'object') {
+      for (const [k, v] of Object.entries(node)) {
+        if (k === 'reference' && typeof v === 'string') {
+          const m = /^(?:.*\/)?([A-Z][A-Za-z]+\/[A-Za-z0-9\-.]+)(?:\/_history\/[^/]+)?$/.exec(v.startsWith(`${fhir.url}/`) ? v.slice(fhir.url.length + 1) : v);
+          if (m && !v.startsWith('#')) out.add(m[1]!);
+        } else referencesOf(v, out);
+      }
+    }
+    return out;
+  };
+  /**
+   * The includes a page of `shown` matches must carry: what the upstream includes for exactly those
+   * matches, kept where the oracle says it is visible; and each must be tied to a shown match by a
+   * reference (the match names it for `_include`, it names the match for `_revinclude`).
+   */
+  const expectedIncludes = async (type: string, include: string, shown: string[]): Promise<string[]> => {
+    if (shown.length === 0) return [];
+    const res = await fetch(`${fhir.url}/${type}?_id=${shown.join(',')}&${include}&_count=${shown.length}`);
+    const b = (await res.json()) as Bundle;
+    if (res.status !== 200) throw new Error(`upstream ${type}?${include}: ${res.status} ${JSON.stringify(b)}`);
+    return (b.entry ?? [])
+      .filter((e) => e.search?.mode === 'include' && e.resource)
+      .map((e) => current.get(`${e.resource!.resourceType as string}/${e.resource!.id as string}`))
+      .filter((c): c is Json => c !== undefined && (oracle.visible(c, 'r') || oracle.visible(c, 's')))
+      .map((c) => `${c.resourceType as string}/${c.id as string}`)
+      .sort();
+  };
   const search = async (type: string, query: string, count: number | undefined) => {
     const what = `search ${type}?${query}${count ? ` _count=${count}` : ''}`;
     const want = await expectedMatches(type, query);
@@ -153,6 +183,19 @@ export async function checkWorld(rig: Rig, histories: readonly SeedHistory[], to
         return answer;
       }
       const matches = (b.entry ?? []).filter((e) => e.search?.mode !== 'include');
+      const pageMatches = matches.flatMap((e) => (e.resource ? [e.resource] : []));
+      const include = /(?:^|&)(_(?:rev)?include)=([^&]+)/.exec(query);
+      if (include) {
+        const gotIncludes = (b.entry ?? []).filter((e) => e.search?.mode === 'include' && e.resource).map((e) => `${e.resource!.resourceType as string}/${e.resource!.id as string}`).sort();
+        const wantIncludes = await expectedIncludes(type, `${include[1]}=${include[2]}`, pageMatches.map((r) => r.id as string));
+        if (JSON.stringify(gotIncludes) !== JSON.stringify(wantIncludes)) problem(`${what}: page ${page + 1} expected includes [${wantIncludes}], got [${gotIncludes}]`);
+        const matchKeys = pageMatches.map((r) => `${r.resourceType as string}/${r.id as string}`);
+        for (const inc of (b.entry ?? []).filter((e) => e.search?.mode === 'include' && e.resource)) {
+          const incKey = `${inc.resource!.resourceType as string}/${inc.resource!.id as string}`;
+          const tied = include[1] === '_include' ? pageMatches.some((m) => referencesOf(m).has(incKey)) : matchKeys.some((k) => referencesOf(inc.resource).has(k));
+          if (!tied) problem(`${what}: included ${incKey} is tied to no match shown on page ${page + 1}`);
+        }
+      }
       for (const e of b.entry ?? []) {
         const r = e.resource;
         if (!r) problem(`${what}: an entry without resource`);
@@ -196,14 +239,29 @@ export async function checkWorld(rig: Rig, histories: readonly SeedHistory[], to
       const answer = await search(type, `_id=${id}`, undefined);
       // The patient in context is never "another patient": hidden, it is an empty Bundle (checked above).
       const ownPatient = type === 'Patient' && id === effectivePatient && forMissing.status === 403;
-      if (!ownPatient && (await expectedMatches(type, `_id=${id}`)).length === 0 && comparable(answer) !== comparable(forMissing)) {
+      const hiddenMatch = !ownPatient && (await expectedMatches(type, `_id=${id}`)).length === 0;
+      if (hiddenMatch && comparable(answer) !== comparable(forMissing)) {
         problem(`search ${type}?_id=${id}: not visible; expected the answer for a nonexistent id ${comparable(forMissing).slice(0, 160)}, got ${comparable(answer).slice(0, 200)}`);
+      }
+      // With an include the server cannot apply, a hidden match fails (or not) as no match does.
+      if (hiddenMatch && type === 'Observation') {
+        const [withBad, missingBad] = [await get(`/${type}?_id=${id}&_include=${type}:no-such-param`), await get(`/${type}?_id=${missing}&_include=${type}:no-such-param`)];
+        if (comparable(withBad) !== comparable(missingBad)) problem(`search ${type}?_id=${id}&_include=${type}:no-such-param: expected ${comparable(missingBad).slice(0, 160)}, got ${comparable(withBad).slice(0, 200)}`);
       }
     }
     if (ids.length > 1) await search(type, `_id=${[...ids.slice(0, 3), missing].join(',')}`, 1);
   }
   await search('Observation', '_include=Observation:patient', undefined);
+  await search('Observation', '_include=Observation:patient', 1);
   await search('MedicationRequest', '_include=MedicationRequest:medication', 2);
+  await search('Patient', '_revinclude=Observation:patient', undefined);
+  await search('Medication', '_revinclude=MedicationRequest:medication', 1);
+  // An include the server does not know: refused with the proxy's own words only when matches are shown.
+  const badInclude = await get('/Observation?_include=Observation:no-such-param');
+  const anyShown = (await expectedMatches('Observation', '')).length > 0;
+  if (anyShown ? badInclude.status !== 400 || /no-such-param/.test(badInclude.text) : badInclude.status !== 200 && badInclude.status !== 403) {
+    problem(`/Observation?_include=Observation:no-such-param: got ${badInclude.status} ${badInclude.text.slice(0, 160)} with ${anyShown ? 'matches' : 'no match'} shown`);
+  }
   await search('Observation', `category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory`, undefined);
 
   // Bad input: refused with 400 (403 is accepted only where the token cannot search the type at all).

@@ -4,7 +4,7 @@
  * front of Medplum. Tokens are RFC 9068 JWTs carrying the facts an {@link OracleToken} names, the
  * consent as Custos writes it (`consentDetails`).
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { createFhirProxy, createTokenValidator } from '../../../src/enforcement/index.ts';
@@ -24,9 +24,15 @@ export interface Rig {
   /** The proxy's public base URL (the tokens' audience). */
   proxyUrl: string;
   issuer: string;
-  mint(token: OracleToken, clientId?: string): Promise<string>;
+  /** `extra` claims go into the JWT as they are (a `cnf`, say). */
+  mint(token: OracleToken, clientId?: string, extra?: Record<string, unknown>): Promise<string>;
   /** GET through the proxy: a path below its base, or an absolute URL (a paging link). */
   get(pathOrUrl: string, jwt: string): Promise<Answer>;
+  /**
+   * Any method through node:http, with the path sent byte for byte (fetch would resolve dot
+   * segments before they left) and a JSON body when one is given.
+   */
+  send(method: string, path: string, jwt: string, body?: unknown, contentType?: string): Promise<Answer>;
   close(): Promise<void>;
 }
 
@@ -36,6 +42,16 @@ const shut = (server: Server) =>
     server.closeAllConnections();
     server.close(() => resolve());
   });
+
+function answer(status: number, text: string): Answer {
+  let body: Record<string, unknown> = {};
+  try {
+    body = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    // Left empty: the assertions on status and text say what went wrong.
+  }
+  return { status, body, text };
+}
 
 export async function startRig(): Promise<Rig> {
   const fhir = await startMedplumFhirServer();
@@ -59,10 +75,10 @@ export async function startRig(): Promise<Rig> {
     fhir,
     proxyUrl,
     issuer,
-    async mint(token, clientId = 'differential-app') {
+    async mint(token, clientId = 'differential-app', extra = {}) {
       serial += 1;
       const now = Math.floor(Date.now() / 1000);
-      const claims: Record<string, unknown> = { client_id: clientId, scope: token.scopes.join(' '), jti: `t${serial}` };
+      const claims: Record<string, unknown> = { ...extra, client_id: clientId, scope: token.scopes.join(' '), jti: `t${serial}` };
       if (token.sub) claims.sub = token.sub;
       if (token.patient) claims.patient = token.patient;
       if (token.fhirUser) claims.fhirUser = `${fhir.url}/${token.fhirUser}`;
@@ -88,14 +104,22 @@ export async function startRig(): Promise<Rig> {
     async get(pathOrUrl, jwt) {
       const url = pathOrUrl.startsWith('http') ? pathOrUrl : `${proxyUrl}${pathOrUrl}`;
       const res = await fetch(url, { headers: { authorization: `Bearer ${jwt}`, accept: 'application/fhir+json' } });
-      const text = await res.text();
-      let body: Record<string, unknown> = {};
-      try {
-        body = JSON.parse(text) as Record<string, unknown>;
-      } catch {
-        // Left empty: the assertions on status and text say what went wrong.
-      }
-      return { status: res.status, body, text };
+      return answer(res.status, await res.text());
+    },
+    send(method, path, jwt, body, contentType = 'application/fhir+json') {
+      const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+      const headers: Record<string, string> = { authorization: `Bearer ${jwt}`, accept: 'application/fhir+json' };
+      if (payload !== undefined) Object.assign(headers, { 'content-type': contentType, 'content-length': String(Buffer.byteLength(payload)) });
+      return new Promise<Answer>((resolve, reject) => {
+        const req = request(`${proxyUrl}/`, { method, path, headers }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve(answer(res.statusCode ?? 0, Buffer.concat(chunks).toString('utf8'))));
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.end(payload);
+      });
     },
     async close() {
       await shut(proxyServer);

@@ -156,6 +156,8 @@ function dayRangeOfPeriod(period: unknown): DayRange | undefined {
   const start = period.start === undefined ? { first: '0000-01-01', last: '0000-01-01' } : dayRangeOfDate(period.start);
   const end = period.end === undefined ? { first: '9999-12-31', last: '9999-12-31' } : dayRangeOfDate(period.end);
   if (!start || !end) return undefined;
+  // FHIR's per-1 invariant: a period that ends before it starts is malformed, so it dates nothing.
+  if (end.last < start.first) return undefined;
   return { first: start.first, last: end.last };
 }
 

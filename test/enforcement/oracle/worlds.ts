@@ -83,6 +83,8 @@ const period = fc.oneof(
   fc.record({ start: dateTime }),
   fc.record({ end: dateTime }),
   fc.record({ start: fc.constantFrom('2021-06-15', '2021-01-01T00:00:00Z'), end: fc.constantFrom('2021-06-16', '2021-06-30T10:00:00+02:00') }),
+  // Any two dates, so some periods end before they start.
+  fc.record({ start: dateTime, end: dateTime }),
   fc.constant({}),
 );
 const timing = fc.oneof(
