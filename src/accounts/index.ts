@@ -9,4 +9,5 @@ export {
 } from './account.ts';
 export { createPasswordHasher, type PasswordHasher, type PasswordHasherOptions } from './password-hasher.ts';
 export { createAccountRepository, UsernameTakenError, RELATIONSHIPS, type AccountRepository, type Relationship } from './repository.ts';
+export { standingRepresentations } from './representation.ts';
 export { createLoginThrottle, type LoginThrottle, type LoginStep } from './login-throttle.ts';

@@ -4,6 +4,7 @@
 import type { Knex } from 'knex';
 import type { Account, NewAccount, Role } from './account.ts';
 import type { PasswordHasher } from './password-hasher.ts';
+import { standingRepresentations } from './representation.ts';
 
 interface AccountRow {
   id: string;
@@ -204,10 +205,7 @@ export function createAccountRepository(db: Knex, hasher: PasswordHasher): Accou
     },
     async representsNow(representativeId, patientId, trx) {
       if (!UUID.test(representativeId) || !UUID.test(patientId)) return false;
-      const query = (trx ?? db)('representatives as r')
-        .join('accounts as a', 'a.id', 'r.patient_account_id')
-        .where({ 'r.representative_account_id': representativeId, 'r.patient_account_id': patientId, 'a.role': 'patient' })
-        .whereNull('a.disabled_at');
+      const query = standingRepresentations(trx ?? db).where({ 'r.representative_account_id': representativeId, 'r.patient_account_id': patientId });
       if (trx) query.forShare('r');
       return Boolean(await query.first('r.patient_account_id'));
     },

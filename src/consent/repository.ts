@@ -8,6 +8,7 @@ import { visibilityLimitsSchema, type VisibilityLimits } from './visibility.ts';
 import type { Consent, ConsentChange, ConsentVersion } from './consent-record.ts';
 import { SENSITIVE_LABELS, sortLabels, type SensitiveLabel } from './security-labels.ts';
 import { ConsentError } from './consent-errors.ts';
+import { standingRepresentations } from '../accounts/index.ts';
 
 export const CLIENT_CATEGORIES = ['internal', 'external', 'third-party'] as const;
 export type ClientCategory = (typeof CLIENT_CATEGORIES)[number];
@@ -166,13 +167,7 @@ export function createConsentRepository(db: Knex): ConsentRepository {
         .where((q) =>
           q.where('c.patient_account_id', patientAccountId).orWhere((given) =>
             given.where('c.actor_account_id', patientAccountId).whereExists(
-              db('representatives as r')
-                .join('accounts as a', 'a.id', 'r.patient_account_id')
-                .whereRaw('r.representative_account_id = c.actor_account_id')
-                .whereRaw('r.patient_account_id = c.patient_account_id')
-                .where('a.role', 'patient')
-                .whereNull('a.disabled_at')
-                .select(db.raw('1')),
+              standingRepresentations(db).whereRaw('r.representative_account_id = c.actor_account_id').whereRaw('r.patient_account_id = c.patient_account_id').select(db.raw('1')),
             ),
           ),
         )
