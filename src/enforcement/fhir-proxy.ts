@@ -57,6 +57,8 @@ const PAGE_LIFETIME_MS = 60 * 60 * 1000;
 const MAX_SCANNED = 5000;
 /** Medications read at once by `_id`. */
 const MEDICATION_BATCH = 50;
+/** Operations in one JSON Patch: each is applied and the result judged, so their number is bounded. */
+const MAX_PATCH_OPERATIONS = 1000;
 /** Matches whose includes are asked for at once by `_id`. */
 const INCLUDE_BATCH = 100;
 const INCLUDE_PARAM = /^_(rev)?include(:|$)/;
@@ -340,6 +342,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       return refuse(400, 'invalid', 'the body is not valid JSON');
     }
     if (!Array.isArray(ops) || ops.length === 0) return refuse(400, 'invalid', 'a JSON Patch is a non-empty array of operations');
+    if (ops.length > MAX_PATCH_OPERATIONS) return refuse(400, 'too-costly', `a JSON Patch may hold at most ${MAX_PATCH_OPERATIONS} operations`);
     const problem = jsonPatch.validate(ops as Operation[]);
     if (problem) return refuse(400, 'invalid', `JSON Patch operation ${problem.index ?? 0} is not valid (${patchErrorText(problem.name)})`);
     return ops as Operation[];

@@ -139,6 +139,8 @@ describe('FHIR proxy: the second review', () => {
     await refusedWithoutWrite('/Observation/lab', wide, [{ op: 'replace', path: '/id', value: 'other' }], 400, /type or id/);
     await refusedWithoutWrite('/Observation/lab', wide, [{ op: 'frobnicate', path: '/status' }], 400, /not valid/);
     await refusedWithoutWrite('/Observation/lab', wide, [{ op: 'add', path: '/__proto__/polluted', value: 1 }], 422, /cannot be applied/);
+    await refusedWithoutWrite('/Observation/lab', wide, Array.from({ length: 1001 }, () => ({ op: 'test', path: '/status', value: 'final' })), 400, /at most 1000 operations/);
+    await refusedWithoutWrite('/Observation/lab', wide, [], 400, /non-empty array/);
     await refusedWithoutWrite('/Observation/none', wide, [{ op: 'replace', path: '/status', value: 'amended' }], 404, /not found/);
     assert.equal(({} as { polluted?: unknown }).polluted, undefined);
 
