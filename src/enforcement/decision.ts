@@ -180,6 +180,11 @@ export function decide(interaction: FhirInteraction, facts: AccessFacts, policy:
   if (candidates.length === 0) {
     return deny(403, 'forbidden', `the token has no scope to ${interaction.kind} ${type}`, { error: 'insufficient_scope' });
   }
+  // Applying a patch reads the current version: a failed `test` operation, or the patched
+  // resource sent back, would show an update-only token what it may not read.
+  if (interaction.kind === 'patch' && !scopes.some((s) => permits(s, type, 'r'))) {
+    return deny(403, 'forbidden', `a JSON Patch is applied to the current version, so patching ${type} needs read (r) as well as update (u)`, { error: 'insufficient_scope' });
+  }
   const consentTypes = facts.consent?.resourceTypes;
   if (consentTypes && !consentTypes.includes(type)) return deny(403, 'forbidden', `the patient has not shared ${type} records with this app`);
 

@@ -474,6 +474,10 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     const current = await readVisible(permit, instancePath, lookup);
     if ('outcome' in current) return current.outcome;
     if (ops) {
+      // The version patched must be readable too (see decide): a granular read scope may cover less.
+      const medications = await lookup([current.resource]);
+      const readable = checkResource(current.resource, permit.filter, ['r'], medications ? { medications } : {});
+      if (!readable.visible) return notFound(readable.reason);
       // A patch is sent as the update it amounts to, so what is stored is exactly what was judged.
       const patched = applyPatch(current.resource, ops, permit);
       if ('reply' in patched) return patched as Outcome;
