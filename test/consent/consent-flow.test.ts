@@ -4,6 +4,7 @@ import { generate } from 'otplib';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
 import { UserAgent, authorize, csrfTokenOf, formDefaults, type PageResponse } from '../helpers/browserless.ts';
+import { enrolTotp } from '../helpers/totp.ts';
 import { CONSENT_DETAILS_TYPE, type ConsentDetailsEntry } from '../../src/consent/index.ts';
 
 const FHIR = 'https://fhir.example.org/r4';
@@ -205,8 +206,7 @@ describe('consent at authorization, and tokens that obey it', () => {
     assert.equal(noFactor.page.status, 403);
     assert.match(noFactor.page.body, /Sharing sensitive information needs two-step verification/);
 
-    const secret = await mfa.beginTotp(pat.id);
-    assert.ok(await mfa.confirmTotp(pat.id, await generate({ secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
+    const secret = await enrolTotp(mfa, pat.id);
     // The login now asks for the factor too; this helper signs in by password only, so use a fresh
     // account state: remove the factor from the session's point of view by signing in here with it.
     const agent = new UserAgent();

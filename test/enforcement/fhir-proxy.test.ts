@@ -4,6 +4,7 @@ import { generate } from 'otplib';
 import { freePort, startTestServer, type TestServer } from '../helpers/server.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
 import { UserAgent, authorize, csrfTokenOf } from '../helpers/browserless.ts';
+import { enrolTotp } from '../helpers/totp.ts';
 import { startFhirTestServer, type FhirTestServer } from '../helpers/fhir-test-server.ts';
 import { createFhirProxy, createTokenValidator } from '../../src/enforcement/index.ts';
 
@@ -49,8 +50,7 @@ describe('FHIR proxy: every patient choice enforced', () => {
 
     // Alice has an authenticator app and signs in with it once: sharing sensitive data needs it.
     const { mfa } = server.running.services;
-    const secret = await mfa.beginTotp(alice.id);
-    assert.ok(await mfa.confirmTotp(alice.id, await generate({ secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
+    const secret = await enrolTotp(mfa, alice.id);
     const { config } = await newApp();
     const start = await startCodeFlow(config, { scope: 'openid', aud: proxyUrl });
     let page = await aliceAgent.follow(start.url.toString(), server.issuer);

@@ -7,6 +7,7 @@ import { generate } from 'otplib';
 import { UserAgent, csrfTokenOf, formActionOf, formDefaults } from './browserless.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from './oidc-client.ts';
 import type { TestServer } from './server.ts';
+import { enrolTotp } from './totp.ts';
 
 export const ADMIN_TOOL = { client_name: 'Admin tool', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', scope: 'openid custos:admin' };
 
@@ -16,10 +17,7 @@ let counter = 0;
 export async function createMfaAdmin(server: TestServer, username = `admin${(counter += 1)}`) {
   const account = await server.createAccount({ username, role: 'admin' });
   const { mfa } = server.running.services;
-  const secret = await mfa.beginTotp(account.id);
-  // Enrolled with the previous time step's code, so the current step's code is free for the login.
-  const ok = await mfa.confirmTotp(account.id, await generate({ secret, epoch: Math.floor(Date.now() / 1000) - 30 }));
-  if (!ok) throw new Error('enrolment failed');
+  const secret = await enrolTotp(mfa, account.id);
   return { ...account, secret };
 }
 

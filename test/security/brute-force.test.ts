@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { generate } from 'otplib';
 import pg from 'pg';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { enrolTotp } from '../helpers/totp.ts';
 import { discover, REDIRECT_URI, startCodeFlow, type oidc } from '../helpers/oidc-client.ts';
 import { UserAgent, csrfTokenOf, formActionOf, type PageResponse } from '../helpers/browserless.ts';
 
@@ -106,9 +107,7 @@ describe('brute force against the sign-in pages', () => {
   async function mfaAccount(username: string) {
     const account = await server.createAccount({ username });
     const { mfa } = server.running.services;
-    const secret = await mfa.beginTotp(account.id);
-    // Enrolled with the previous step's code, so the current one is still unused.
-    assert.ok(await mfa.confirmTotp(account.id, await generate({ secret, epoch: Math.floor(Date.now() / 1000) - 30 })));
+    const secret = await enrolTotp(mfa, account.id);
     return { ...account, secret };
   }
 

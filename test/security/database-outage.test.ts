@@ -11,11 +11,11 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { text } from 'node:stream/consumers';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { generate } from 'otplib';
 import { loadConfig } from '../../src/config/index.ts';
 import { closeDatabase } from '../../src/db/index.ts';
 import { openServices, type Services } from '../../src/main.ts';
 import { createLogger } from '../../src/logging/index.ts';
+import { enrolTotp } from '../helpers/totp.ts';
 import { adminUrl, createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { freePort, testEnv, TEST_PASSWORD, type TestServer } from '../helpers/server.ts';
 import { discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
@@ -68,9 +68,7 @@ describe('database outage', { skip: adminUrl ? false : 'needs DATABASE_URL: the 
       toolId = tool.client.clientId;
       await services.accounts.create({ username: 'outage-patient', role: 'patient', password: TEST_PASSWORD, fhirId: 'outage-1' });
       const admin = await services.accounts.create({ username: 'outage-admin', role: 'admin', password: TEST_PASSWORD });
-      adminSecret = await services.mfa.beginTotp(admin.id);
-      // Enrolled with the previous step's code, so the current one is free for the sign-in.
-      assert.ok(await services.mfa.confirmTotp(admin.id, await generate({ secret: adminSecret, epoch: Math.floor(Date.now() / 1000) - 30 })));
+      adminSecret = await enrolTotp(services.mfa, admin.id);
       server = await startServerProcess({ ...env, DATABASE_URL: proxy.url(env.DATABASE_URL!), DATABASE_CONNECT_TIMEOUT: '2', DATABASE_QUERY_TIMEOUT: '2' }, issuer);
     } finally {
       await closeDatabase(services.db);
