@@ -4,12 +4,12 @@
  * inside the patient's compartment), judges what comes back ({@link judgeEntries}) and pages over
  * the visible part only ({@link collectPage}), answers refusals with an OperationOutcome (401 with
  * RFC 6750 / RFC 9470 challenges, 403, 404), and reports every decision to `audit`. Whatever is
- * hidden answers exactly as what does not exist. Paging links are signed links to the proxy
- * itself, so every page is decided again under the token as it is then.
+ * hidden answers exactly as what does not exist. Paging links are sealed (encrypted) links to the
+ * proxy itself, so they say nothing, and every page is decided again under the token as it is then.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import jsonPatch, { type Operation } from 'fast-json-patch';
 import type { AuditEventInput } from '../audit/audit-event.ts';
 import type { AccessFacts } from './access-token.ts';
@@ -19,6 +19,7 @@ import { operationOutcome, type IssueCode } from './operation-outcome.ts';
 import { bundleResources, checkSingle, judgeEntries, rewriteEntry, type FilterReport } from './response-filter.ts';
 import { checkResource, medicationReferences, type ReferencedMedications } from './resource-visibility.ts';
 import { collectPage, type Cursor } from './paging.ts';
+import { createPageLinkSeal } from './page-link-seal.ts';
 import { TokenServiceUnavailable, type TokenValidator } from './token-validator.ts';
 
 export interface FhirProxyOptions {
@@ -38,7 +39,7 @@ export interface FhirProxyOptions {
   /** Milliseconds since the epoch. */
   clock?: () => number;
   fetch?: typeof fetch;
-  /** Key for signing paging links (random per process by default, so links end with it). */
+  /** Secret sealing paging links (random per process by default, so links end with it). */
   pageKey?: Buffer;
   maxBodyBytes?: number;
   upstreamTimeoutMs?: number;
@@ -118,7 +119,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
   const upstream = opts.upstream.replace(/\/+$/, '');
   const clock = opts.clock ?? Date.now;
   const doFetch = opts.fetch ?? fetch;
-  const pageKey = opts.pageKey ?? randomBytes(32);
+  const pageSeal = createPageLinkSeal(opts.pageKey ?? randomBytes(32));
   const maxBody = opts.maxBodyBytes ?? 1024 * 1024;
   const timeoutMs = opts.upstreamTimeoutMs ?? 30_000;
   let publicUrl = opts.publicUrl?.replace(/\/+$/, '');
@@ -127,30 +128,12 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
   const base = () => publicUrl ?? '';
   const realm = () => `Bearer realm="${base() || 'FHIR'}"`;
 
-  function sign(payload: object): string {
-    const data = Buffer.from(JSON.stringify(payload)).toString('base64url');
-    return `${data}.${createHmac('sha256', pageKey).update(data).digest('base64url')}`;
-  }
-  function unsign(value: string): Json | undefined {
-    const [data, mac, extra] = value.split('.');
-    if (!data || !mac || extra !== undefined) return undefined;
-    const expected = createHmac('sha256', pageKey).update(data).digest();
-    const given = Buffer.from(mac, 'base64url');
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
-    try {
-      const parsed: unknown = JSON.parse(Buffer.from(data, 'base64url').toString('utf8'));
-      return isObject(parsed) ? parsed : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
   const resourceUrl = (url: string) => (url.startsWith(`${upstream}/`) ? `${base()}${url.slice(upstream.length)}` : undefined);
 
-  /** A signed link to the proxy standing for the page that starts at `cursor`. */
+  /** A sealed link to the proxy standing for the page that starts at `cursor`. */
   function pageLink(cursor: Cursor, originalRequest: string, facts: AccessFacts): string {
-    const token = sign({ u: cursor.url, k: cursor.skip, r: originalRequest, c: facts.clientId ?? null, p: facts.patient ?? null, s: facts.sub ?? null, e: clock() + PAGE_LIFETIME_MS });
-    return `${base()}${PAGE_PATH}?page=${token}`;
+    const state = { u: cursor.url, k: cursor.skip, r: originalRequest, c: facts.clientId ?? null, p: facts.patient ?? null, s: facts.sub ?? null, e: clock() + PAGE_LIFETIME_MS };
+    return `${base()}${PAGE_PATH}?page=${pageSeal.seal(state, originalRequest.length)}`;
   }
 
   /** An upstream link as a path below the upstream base; a link elsewhere is the server misbehaving. */
@@ -536,7 +519,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     let cursor: Cursor | undefined;
     if (path === PAGE_PATH) {
       if (req.method !== 'GET') return refuse(405, 'not-supported', 'paging links take GET');
-      const page = unsign(query.get('page') ?? '');
+      const page = pageSeal.open(query.get('page') ?? '');
       if (!page || typeof page.u !== 'string' || !Number.isSafeInteger(page.k) || (page.k as number) < 0 || typeof page.r !== 'string' || typeof page.e !== 'number') {
         return refuse(400, 'invalid', 'this paging link is not one this server gave out');
       }

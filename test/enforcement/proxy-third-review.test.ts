@@ -51,4 +51,40 @@ describe('FHIR proxy: the third review', () => {
     const patched = await rig.send('PATCH', '/Observation/lab', readsAll, [{ op: 'replace', path: '/status', value: 'final' }], PATCH);
     assert.equal(patched.status, 200, patched.text);
   });
+
+  it('a paging link is sealed: it does not say, by its content or its length, how many hidden matches lie before the next page', async () => {
+    const vital = { category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }] };
+    const lab = { category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }] };
+    const hidden = Array.from({ length: 15 }, (_, i) => one(obs(`m${String(i).padStart(2, '0')}`, 'p1', lab)));
+    const token = await rig.mint({ scopes: ['patient/Observation.rs?category=vital-signs'], patient: 'p1', sub: 'u1' });
+    const firstPage = async (world: SeedHistory[]) => {
+      await seed(world);
+      const answer = await rig.get('/Observation?_sort=_id&_count=1', token);
+      assert.equal(answer.status, 200, answer.text);
+      const body = answer.body as { entry?: { resource: { id: string } }[]; link: { relation: string; url: string }[] };
+      const next = body.link.find((l) => l.relation === 'next')?.url;
+      assert.ok(next, 'one more visible match, so a next link');
+      const second = await rig.get(next, token);
+      assert.equal(second.status, 200, second.text);
+      return { ids: [...(body.entry ?? []), ...((second.body as typeof body).entry ?? [])].map((e) => e.resource.id), next, second };
+    };
+    const withHidden = await firstPage([...patients, one(obs('a', 'p1', vital)), ...hidden, one(obs('z', 'p1', vital))]);
+    const without = await firstPage([...patients, one(obs('a', 'p1', vital)), one(obs('z', 'p1', vital))]);
+    assert.deepEqual(withHidden.ids, ['a', 'z']);
+    assert.deepEqual(without.ids, ['a', 'z']);
+    assert.equal(withHidden.next.length, without.next.length, 'the links are as long');
+    for (const link of [withHidden.next, without.next]) {
+      const sealed = new URL(link).searchParams.get('page')!;
+      const decoded = Buffer.from(sealed, 'base64url').toString('latin1');
+      assert.doesNotMatch(decoded, /_offset|"k"|Observation|vital/, 'nothing in the link is readable');
+      // A link changed anywhere is not one the proxy gave out.
+      const flipped = `${sealed.slice(0, 20)}${sealed[20] === 'A' ? 'B' : 'A'}${sealed.slice(21)}`;
+      const tampered = await rig.get(link.replace(sealed, flipped), token);
+      assert.equal(tampered.status, 400, tampered.text);
+      assert.match(diagnostics(tampered), /not one this server gave out/);
+    }
+    // Under another token the link is refused, and says nothing either.
+    const other = await rig.mint({ scopes: ['patient/Observation.rs?category=vital-signs'], patient: 'p1', sub: 'u2' });
+    assert.equal((await rig.get(without.next, other)).status, 403);
+  });
 });

@@ -176,6 +176,7 @@ export async function checkWorld(rig: Rig, histories: readonly SeedHistory[], to
     }
     const pageSize = count ?? 50;
     const got: string[] = [];
+    const linkLengths = new Set<number>();
     for (let page = 0; ; page++) {
       const b = answer.body as Bundle;
       if (answer.status !== 200 || b.type !== 'searchset') {
@@ -211,6 +212,11 @@ export async function checkWorld(rig: Rig, histories: readonly SeedHistory[], to
       }
       const next = b.link?.find((l) => l.relation === 'next')?.url;
       if (b.link?.some((l) => l.relation === 'previous')) problem(`${what}: a previous link`);
+      // A link stands for how far into the upstream's results the next page starts, which counts
+      // hidden matches: it must be opaque, and as long on every page of one search.
+      if (next && /_offset|"k"|%22k%22/.test(`${next} ${Buffer.from(new URL(next).searchParams.get('page') ?? '', 'base64url').toString('latin1')}`)) problem(`${what}: a readable paging link ${next.slice(0, 160)}`);
+      if (next) linkLengths.add(next.length);
+      if (linkLengths.size > 1) problem(`${what}: paging links of different lengths [${[...linkLengths]}]`);
       if (page === 0) {
         if (next && b.total !== undefined) problem(`${what}: total ${b.total} on a first page that has a next link`);
         if (!next && b.total !== matches.length) problem(`${what}: one page of ${matches.length} matches, total ${b.total}`);
