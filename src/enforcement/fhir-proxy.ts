@@ -311,7 +311,10 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     const medications = await lookup([resource]);
     const verdict = checkResource(resource, permit.filter, permit.needed, { checkDates: false, ...(medications ? { medications } : {}) });
     if (verdict.visible) return undefined;
-    const why = verdict.reason === 'other_patient' ? 'it would not belong to the patient in context' : `it is outside what the patient shared (${verdict.reason.replace(/_/g, ' ')})`;
+    // One text for every consent reason: some come from resources it refers to, which the app may
+    // not read (a Medication with a hidden label answers as one that does not exist). The audit
+    // event keeps the reason.
+    const why = verdict.reason === 'other_patient' ? 'it would not belong to the patient in context' : 'it is outside what the patient shared with this app';
     return refuse(403, 'forbidden', `this resource cannot be written: ${why}`, {}, verdict.reason);
   }
 

@@ -87,4 +87,22 @@ describe('FHIR proxy: the third review', () => {
     const other = await rig.mint({ scopes: ['patient/Observation.rs?category=vital-signs'], patient: 'p1', sub: 'u2' });
     assert.equal((await rig.get(without.next, other)).status, 403);
   });
+
+  it('a refused write says the same whatever in a referenced Medication the app cannot read decided it', async () => {
+    const SNOMED = 'http://snomed.info/sct';
+    await seed([
+      ...patients,
+      one({ resourceType: 'Medication', id: 'med-labelled', meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' }] }, code: { text: 'x' } }),
+      one({ resourceType: 'Medication', id: 'med-coded', code: { coding: [{ system: SNOMED, code: '86406008' }] } }),
+    ]);
+    const jwt = await rig.mint({ scopes: ['patient/MedicationRequest.cruds', 'patient/Medication.rs'], patient: 'p1', sub: 'u1', consent: { hiddenLabels: ['HIV'] } }, undefined, MFA());
+    const prescribe = (medication: string) =>
+      rig.send('POST', '/MedicationRequest', jwt, { resourceType: 'MedicationRequest', status: 'active', intent: 'order', subject: { reference: 'Patient/p1' }, medicationReference: { reference: `Medication/${medication}` } });
+    const mark = rig.fhir.writes().length;
+    const [labelled, coded, missing] = [await prescribe('med-labelled'), await prescribe('med-coded'), await prescribe('med-none')];
+    for (const answer of [labelled, coded]) assert.deepEqual([answer.status, answer.text], [missing.status, missing.text]);
+    assert.equal(missing.status, 403, missing.text);
+    assert.match(diagnostics(missing), /cannot be written: it is outside what the patient shared with this app/);
+    assert.equal(rig.fhir.writes().length, mark, 'nothing was written');
+  });
 });
