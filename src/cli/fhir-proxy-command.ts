@@ -57,6 +57,7 @@ async function run(cli: CliContext, config: FhirProxyConfig, record?: (event: Au
     ...(config.publicUrl ? { publicUrl: config.publicUrl } : {}),
     tokens,
     policy: { writeAcrValues: config.writeAcrValues },
+    ...(config.pageSecret ? { pageKey: Buffer.from(config.pageSecret, 'utf8') } : {}),
     log,
     audit: async (event) => {
       // Always a structured log line; the audit trail as well when asked for.

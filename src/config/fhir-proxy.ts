@@ -24,6 +24,8 @@ const schema = z
     FHIR_PROXY_CACHE_MAX: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     FHIR_PROXY_WRITE_ACR: z.string().default('urn:custos:acr:mfa'),
     FHIR_PROXY_AUDIT: z.enum(['log', 'database']).default('log'),
+    // Environment only, like every secret here should be: flags show in the process list.
+    FHIR_PROXY_PAGE_SECRET: z.string().min(32, { error: 'must be at least 32 characters' }).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .refine((c) => Boolean(c.FHIR_PROXY_INTROSPECTION_CLIENT_ID) === Boolean(c.FHIR_PROXY_INTROSPECTION_CLIENT_SECRET), {
@@ -47,6 +49,8 @@ export interface FhirProxyConfig {
   /** ACR values writes need; empty for none. */
   readonly writeAcrValues: readonly string[];
   readonly audit: 'log' | 'database';
+  /** Seals paging links; instances behind one address need the same one. Random when absent. */
+  readonly pageSecret?: string;
   readonly logLevel: string;
 }
 
@@ -104,6 +108,7 @@ export function loadFhirProxyConfig(env: NodeJS.ProcessEnv, flags: Partial<Recor
     cache: Object.freeze({ ttlSeconds: c.FHIR_PROXY_CACHE_TTL, maxEntries: c.FHIR_PROXY_CACHE_MAX }),
     writeAcrValues: Object.freeze(writeAcr === '' || writeAcr === 'none' ? [] : writeAcr.split(/[\s,]+/)),
     audit: c.FHIR_PROXY_AUDIT,
+    ...(c.FHIR_PROXY_PAGE_SECRET ? { pageSecret: c.FHIR_PROXY_PAGE_SECRET } : {}),
     logLevel: c.LOG_LEVEL,
   });
 }

@@ -6,11 +6,13 @@ import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { runCli } from '../../src/cli/main.ts';
 import { loadFhirProxyConfig } from '../../src/config/index.ts';
+import { createPageLinkSeal } from '../../src/enforcement/page-link-seal.ts';
 import { freePort, startTestServer, type TestServer } from '../helpers/server.ts';
 import { codeFlow, discover } from '../helpers/oidc-client.ts';
 import { startFhirTestServer, type FhirTestServer } from '../helpers/fhir-test-server.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const PAGE_SECRET = 'the paging secret the proxy instances share';
 
 async function cli(argv: string[], env: Record<string, string>) {
   const stdout = new PassThrough();
@@ -36,6 +38,8 @@ describe('fhir-proxy configuration', () => {
     assert.deepEqual(c.writeAcrValues, ['urn:custos:acr:mfa']);
     assert.equal(c.audit, 'log');
     assert.deepEqual(loadFhirProxyConfig(base, { writeAcr: 'none' }).writeAcrValues, []);
+    assert.equal(c.pageSecret, undefined, 'a random key per process unless one is given');
+    assert.equal(loadFhirProxyConfig({ ...base, FHIR_PROXY_PAGE_SECRET: 's'.repeat(32) }).pageSecret, 's'.repeat(32));
   });
 
   it('refuses incomplete or unsafe settings with a message naming the flag', async () => {
@@ -45,6 +49,7 @@ describe('fhir-proxy configuration', () => {
       [{ FHIR_PROXY_UPSTREAM: 'http://x', ISSUER: 'https://c' }, [], /give introspection client credentials, or enable JWT/],
       [base, ['--cache-ttl', '3600'], /--cache-ttl \(FHIR_PROXY_CACHE_TTL\)/],
       [base, ['--audit', 'syslog'], /--audit/],
+      [{ ...base, FHIR_PROXY_PAGE_SECRET: 'short' }, [], /FHIR_PROXY_PAGE_SECRET: must be at least 32 characters/],
       [{ ...base, NODE_ENV: 'production', ISSUER: 'http://custos.example' }, [], /issuer must be an https/],
     ];
     for (const [env, flags, message] of cases) {
@@ -52,6 +57,7 @@ describe('fhir-proxy configuration', () => {
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, message);
       assert.doesNotMatch(r.stderr, /secret'|at .*\.ts:\d+/, 'no secret or stack trace');
+      if (env.FHIR_PROXY_PAGE_SECRET) assert.ok(!r.stderr.includes(env.FHIR_PROXY_PAGE_SECRET), 'the paging secret is not echoed');
     }
   });
 });
@@ -83,7 +89,7 @@ describe('custos fhir-proxy (the command, run as a process)', () => {
     child = spawn(
       process.execPath,
       ['src/cli/main.ts', 'fhir-proxy', '--upstream', fhir.url, '--port', String(port), '--issuer', server.issuer, '--introspection-client-id', rs.clientId],
-      { cwd: ROOT, env: { PATH: process.env.PATH, FHIR_PROXY_INTROSPECTION_CLIENT_SECRET: rs.clientSecret!, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
+      { cwd: ROOT, env: { PATH: process.env.PATH, FHIR_PROXY_INTROSPECTION_CLIENT_SECRET: rs.clientSecret!, FHIR_PROXY_PAGE_SECRET: PAGE_SECRET, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const lines: string[] = [];
     child.stdout!.on('data', (c: Buffer) => lines.push(...String(c).split('\n').filter(Boolean)));
@@ -98,13 +104,18 @@ describe('custos fhir-proxy (the command, run as a process)', () => {
     assert.equal(bundle.total, 4);
     assert.ok(!bundle.entry.some((e) => e.resource.id === 'obs-hiv-2020'));
     assert.equal((await fetch(`${proxyUrl}/Patient/pat-2`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).status, 403);
+    // Its paging links are sealed with the secret it was given, so other instances can open them.
+    const paged = (await (await fetch(`${proxyUrl}/Observation?_count=2`, { headers: { authorization: `Bearer ${tokens.access_token}` } })).json()) as { link: { relation: string; url: string }[] };
+    const next = new URL(paged.link.find((l) => l.relation === 'next')!.url);
+    assert.equal(createPageLinkSeal(Buffer.from(PAGE_SECRET)).open(next.searchParams.get('page')!)?.r, '/Observation?_count=2');
 
     child.kill('SIGTERM');
     const [code] = (await once(child, 'exit')) as [number];
     assert.equal(code, 0);
     const audit = lines.filter((l) => l.includes('"fhir access"')).map((l) => JSON.parse(l) as { outcome: string; patient: string; details: { status: number } });
-    assert.deepEqual(audit.map((a) => [a.outcome, a.details.status, a.patient]), [['success', 200, 'pat-1'], ['denied', 403, 'pat-1']]);
+    assert.deepEqual(audit.map((a) => [a.outcome, a.details.status, a.patient]), [['success', 200, 'pat-1'], ['denied', 403, 'pat-1'], ['success', 200, 'pat-1']]);
     assert.ok(!lines.join('\n').includes(tokens.access_token), 'the token never reaches the log');
     assert.ok(!lines.join('\n').includes(rs.clientSecret!), 'nor the secret');
+    assert.ok(!lines.join('\n').includes(PAGE_SECRET), 'nor the paging secret');
   });
 });

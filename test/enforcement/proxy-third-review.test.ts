@@ -105,4 +105,28 @@ describe('FHIR proxy: the third review', () => {
     assert.match(diagnostics(missing), /cannot be written: it is outside what the patient shared with this app/);
     assert.equal(rig.fhir.writes().length, mark, 'nothing was written');
   });
+
+  it('a paging link holds at another instance given the same secret, and only then', async () => {
+    const vital = { category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }] };
+    await seed([...patients, one(obs('a', 'p1', vital)), one(obs('b', 'p1', vital))]);
+    const token = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1' });
+    const nextOf = async () => {
+      const first = await rig.get('/Observation?_sort=_id&_count=1', token);
+      assert.equal(first.status, 200, first.text);
+      return (first.body as { link: { relation: string; url: string }[] }).link.find((l) => l.relation === 'next')!.url;
+    };
+    const secret = Buffer.from('a paging secret shared by the instances');
+    try {
+      rig.replaceProxy({ pageKey: secret });
+      const link = await nextOf();
+      rig.replaceProxy({ pageKey: Buffer.from(secret) });
+      const elsewhere = await rig.get(link, token);
+      assert.equal(elsewhere.status, 200, elsewhere.text);
+      assert.deepEqual((elsewhere.body as { entry: { resource: { id: string } }[] }).entry.map((e) => e.resource.id), ['b']);
+      rig.replaceProxy({ pageKey: Buffer.from('another secret, another deployment') });
+      assert.equal((await rig.get(link, token)).status, 400, 'sealed with another key, it is no link of this server');
+    } finally {
+      rig.replaceProxy();
+    }
+  });
 });

@@ -33,6 +33,8 @@ export interface Rig {
    * segments before they left) and a JSON body when one is given.
    */
   send(method: string, path: string, jwt: string, body?: unknown, contentType?: string): Promise<Answer>;
+  /** A new proxy instance in place of the running one, at the same address (as behind a load balancer). */
+  replaceProxy(opts?: { pageKey?: Buffer }): void;
   close(): Promise<void>;
 }
 
@@ -67,14 +69,18 @@ export async function startRig(): Promise<Rig> {
   const proxyServer = createServer((req, res) => proxyHolder.handle!(req, res));
   const proxyUrl = await listen(proxyServer);
   const tokens = createTokenValidator({ issuer, jwt: { jwksUri: `${issuer}/jwks` } });
-  const proxy = createFhirProxy({ upstream: fhir.url, publicUrl: proxyUrl, tokens });
-  proxyHolder.handle = (req, res) => proxy.handle(req, res);
+  const useProxy = (opts: { pageKey?: Buffer } = {}) => {
+    const proxy = createFhirProxy({ upstream: fhir.url, publicUrl: proxyUrl, tokens, ...opts });
+    proxyHolder.handle = (req, res) => proxy.handle(req, res);
+  };
+  useProxy();
   let serial = 0;
 
   return {
     fhir,
     proxyUrl,
     issuer,
+    replaceProxy: useProxy,
     async mint(token, clientId = 'differential-app', extra = {}) {
       serial += 1;
       const now = Math.floor(Date.now() / 1000);
