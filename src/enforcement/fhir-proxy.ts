@@ -509,7 +509,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
   }
 
   async function route(req: IncomingMessage, self: string, path: string, query: URLSearchParams, facts: { value?: AccessFacts; decision?: Decision }): Promise<Outcome> {
-    if (path === '/metadata' && req.method === 'GET') {
+    // Public, however the path is spelt (`/metadata/`, `//metadata`): parsed as every other path is.
+    const asked = parseFhirRequest({ method: req.method ?? 'GET', path, query });
+    if (asked.ok && asked.interaction.kind === 'capabilities') {
       const res = await callUpstream('GET', '/metadata');
       if (res.status !== 200) return upstreamError(res.status, res.json);
       return { reply: new Reply(200, res.json), outcome: 'success' };
@@ -547,7 +549,6 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     const parsed = parseFhirRequest({ method: cursor ? 'GET' : (req.method ?? 'GET'), path: origPath, query: new URLSearchParams(origQuery), ...(formBody ? { formBody } : {}) });
     if (!parsed.ok) return refuse(parsed.status, parsed.status === 404 ? 'not-found' : 'not-supported', parsed.reason);
     if (cursor && !['search', 'history', 'everything'].includes(parsed.interaction.kind)) return refuse(400, 'invalid', 'this paging link is not one this server gave out');
-    if (parsed.interaction.kind === 'capabilities') return refuse(405, 'not-supported', 'metadata takes GET');
 
     const decision = decide(parsed.interaction, token, policy, Math.floor(clock() / 1000));
     facts.decision = decision;

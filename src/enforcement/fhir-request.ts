@@ -63,7 +63,7 @@ export function parseFhirRequest(input: { method: string; path: string; query: U
     if (method === 'POST') return bad('batches and transactions are not supported through this server');
     return bad('searching across all resource types is not supported through this server');
   }
-  if (type === 'metadata' && segments.length === 1 && method === 'GET') return ok({ kind: 'capabilities', level: 'system' });
+  if (type === 'metadata' && segments.length === 1) return method === 'GET' ? ok({ kind: 'capabilities', level: 'system' }) : { ok: false, status: 405, reason: 'metadata takes GET' };
   if (type === '_history') return bad('system-wide history is not supported through this server');
   if (type === '_search') return bad('searching across all resource types is not supported through this server');
   if (type.startsWith('$')) return bad(`the operation ${type} is not supported through this server`);

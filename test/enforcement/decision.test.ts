@@ -78,6 +78,8 @@ describe('parseFhirRequest (FHIR R4 RESTful API)', () => {
       ['GET', '/Observation/a%20b', 400],
       ['GET', '/Observation/%E0%A4%A', 400],
       ['GET', '/lowercase', 404],
+      ['POST', '/metadata', 405],
+      ['DELETE', '/metadata', 405],
       ['GET', '/Observation/1/_history/2/x', 404],
       ['GET', '/Encounter/1/Observation', 400],
       ['HEAD', '/Observation', 405],

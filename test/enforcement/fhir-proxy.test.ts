@@ -111,6 +111,7 @@ describe('FHIR proxy: every patient choice enforced', () => {
     const meta = await get(undefined, '/metadata');
     assert.equal(meta.status, 200);
     assert.equal(meta.body.resourceType, 'CapabilityStatement');
+    for (const spelt of ['/metadata/', '//metadata']) assert.equal((await get(undefined, spelt)).status, 200, spelt);
     const refused = await get(undefined, '/Observation');
     assert.equal(refused.status, 401);
     assert.equal(refused.headers.get('www-authenticate'), `Bearer realm="${proxyUrl}"`);
