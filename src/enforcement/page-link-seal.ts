@@ -9,7 +9,7 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:cr
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 /** Sealed lengths move in steps this big, and only with what the caller says they may follow. */
-const PAD_STEP = 512;
+const PAD_STEP = 256;
 
 export interface PageLinkSeal {
   /**
@@ -31,7 +31,7 @@ export function createPageLinkSeal(secret: Buffer): PageLinkSeal {
       const json = Buffer.from(JSON.stringify(state), 'utf8');
       // The state repeats the request about twice over (as asked, and as the upstream's own link).
       const room = roundUp(2 * visibleLength + 2 * PAD_STEP, PAD_STEP);
-      const padded = Buffer.alloc(json.length > room ? roundUp(json.length, 2 * PAD_STEP) : room, ' ');
+      const padded = Buffer.alloc(json.length > room ? roundUp(json.length, 4 * PAD_STEP) : room, ' ');
       json.copy(padded);
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv('aes-256-gcm', key, iv);
