@@ -208,17 +208,20 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
    */
   async function medicationsFor(resources: Json[], permit: Permit, memo: Map<string, Json | null>): Promise<ReferencedMedications | undefined> {
     if (!permit.filter.consent?.hiddenLabels.length) return undefined;
-    const byId: string[] = [];
+    const current = new Set<string>();
     for (const ref of new Set(resources.flatMap((r) => medicationReferences(r, permit.filter.bases)))) {
       if (memo.has(ref)) continue;
       const [type, mid, history, version, ...rest] = ref.split('/');
       const valid = type === 'Medication' && FHIR_ID.test(mid ?? '') && rest.length === 0;
-      if (valid && history === undefined) byId.push(mid!);
+      if (valid && history === undefined) current.add(mid!);
       else if (valid && history === '_history' && FHIR_ID.test(version ?? '')) {
         const res = await callUpstream('GET', `/Medication/${mid}/_history/${version}`);
         memo.set(ref, res.status === 200 && isObject(res.json) && res.json.resourceType === 'Medication' ? res.json : null);
+        // A pinned version is judged with the drug as it is now (see resource-visibility.ts).
+        if (!memo.has(`Medication/${mid}`)) current.add(mid!);
       } else memo.set(ref, null);
     }
+    const byId = [...current];
     for (let i = 0; i < byId.length; i += MEDICATION_BATCH) {
       const ids = byId.slice(i, i + MEDICATION_BATCH);
       const res = await callUpstream('GET', `/Medication?_id=${ids.join(',')}&_count=${ids.length}`);
@@ -360,8 +363,10 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     const instancePath = id ? `/${resourceType}/${enc(id)}` : '';
 
     // A version is shown only while the resource as it is now may be: one that has since moved to
-    // another patient, been labelled or been deleted keeps its past hidden too.
-    if (kind === 'read' || kind === 'vread' || kind === 'history') {
+    // another patient, been labelled or been deleted keeps its past hidden too. `$everything` of a
+    // Patient the app may not see answers as that of one that does not exist, not as the server's
+    // empty (or refused) search.
+    if (kind === 'read' || kind === 'vread' || kind === 'history' || kind === 'everything') {
       const current = await readVisible(permit, instancePath, lookup);
       if ('outcome' in current) return current.outcome;
       if (kind === 'read') return { reply: new Reply(200, current.resource, passHeaders(current.headers)), outcome: 'success' };

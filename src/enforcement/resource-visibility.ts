@@ -139,10 +139,16 @@ function labelHidden(resource: Json, hidden: ReturnType<typeof hiddenLabelKeys>)
   });
 }
 
+const TOO_DEEP = Symbol('too deep');
+
 /** Every Coding in a resource, however deep (components, evidence, stages, extensions, contained). */
-function* allCodings(value: unknown, depth = 0): Generator<{ system: string; code: string }> {
-  // Real resources nest a few dozen levels at most; deeper input is not walked further.
-  if (depth > 64) return;
+function* allCodings(value: unknown, depth = 0): Generator<{ system: string; code: string } | typeof TOO_DEEP> {
+  // Real resources nest a few dozen levels at most; past that the walk stops and says so, because
+  // what it did not read cannot be cleared.
+  if (depth > 64) {
+    yield TOO_DEEP;
+    return;
+  }
   if (Array.isArray(value)) {
     for (const v of value) yield* allCodings(v, depth + 1);
     return;
@@ -162,6 +168,7 @@ function sensitiveCodeHidden(resource: Json, hiddenCodes: ReadonlySet<string>): 
   const rules = SENSITIVE_RULES.filter((r) => hiddenCodes.has(r.label));
   if (rules.length === 0) return false;
   for (const c of allCodings(resource)) {
+    if (c === TOO_DEEP) return true;
     const system = normalSystem(c.system);
     // ICD-10 codes are written with or without their dot, in either case.
     const code = c.code.trim().toUpperCase().replace(/\./g, '');
@@ -232,19 +239,26 @@ function dayRangeOfPeriod(value: Json): DayRange | undefined {
   return { first: start?.first ?? '0000-01-01', last: end?.last ?? '9999-12-31' };
 }
 
+/** Parts of `Timing.repeat` that say when in a day, never on which days: they move no limit. */
+const TIME_OF_DAY_ONLY = new Set(['id', 'extension', 'when', 'offset', 'timeOfDay']);
+
+/**
+ * The days of a Timing: its events and its repeat's `boundsPeriod` together. A repeat that runs
+ * on from its events without bounds (a count, a frequency) cannot be placed, so it is unreadable.
+ */
 function dayRangeOfTiming(value: Json): DayRange | undefined {
-  const events = asArray(value.event);
-  if (events.length > 0) {
-    const ranges = events.map((e) => (typeof e === 'string' ? dayRangeOfString(e) : undefined));
-    if (ranges.some((r) => !r)) return undefined;
-    return {
-      first: ranges.reduce((a, r) => (r!.first < a ? r!.first : a), '9999-12-31'),
-      last: ranges.reduce((a, r) => (r!.last > a ? r!.last : a), '0000-01-01'),
-    };
-  }
+  const ranges: (DayRange | undefined)[] = asArray(value.event).map((e) => (typeof e === 'string' ? dayRangeOfString(e) : undefined));
   const repeat = value.repeat;
-  if (isObject(repeat) && isObject(repeat.boundsPeriod)) return dayRangeOfPeriod(repeat.boundsPeriod);
-  return undefined;
+  if (repeat !== undefined) {
+    if (!isObject(repeat)) return undefined;
+    if (isObject(repeat.boundsPeriod)) ranges.push(dayRangeOfPeriod(repeat.boundsPeriod));
+    else if (ranges.length === 0 || Object.keys(repeat).some((k) => !TIME_OF_DAY_ONLY.has(k))) return undefined;
+  }
+  if (ranges.length === 0 || ranges.some((r) => !r)) return undefined;
+  return {
+    first: ranges.reduce((a, r) => (r!.first < a ? r!.first : a), '9999-12-31'),
+    last: ranges.reduce((a, r) => (r!.last > a ? r!.last : a), '0000-01-01'),
+  };
 }
 
 function dayRange(element: string, value: unknown): DayRange | undefined {
@@ -283,18 +297,43 @@ function hiddenByLabelsOrCodes(resource: Json, hidden: ReturnType<typeof hiddenL
   return undefined;
 }
 
+/**
+ * Contained clinical records (a Condition inside a DiagnosticReport) are records of their own type
+ * and date, judged as such; contained reference data (a Medication, a Practitioner) is part of its
+ * container and goes with it.
+ */
+function containedRecordHidden(resource: Json, consent: ConsentLimits, opts: CheckOptions): HiddenReason | undefined {
+  for (const c of asArray(resource.contained)) {
+    if (!isObject(c) || typeof c.resourceType !== 'string') return 'malformed';
+    if (UNDATED_TYPES.has(c.resourceType)) continue;
+    if (consent.resourceTypes && !consent.resourceTypes.includes(c.resourceType)) return 'type_not_consented';
+    if ((opts.checkDates ?? true) && consent.period && (consent.period.start || consent.period.end)) {
+      const reason = outsidePeriod(c, c.resourceType, consent.period);
+      if (reason) return reason;
+    }
+  }
+  return undefined;
+}
+
 function consentHides(resource: Json, type: string, filter: AccessFilter, consent: ConsentLimits, opts: CheckOptions): HiddenReason | undefined {
   if (consent.resourceTypes && !consent.resourceTypes.includes(type)) return 'type_not_consented';
+  const contained = containedRecordHidden(resource, consent, opts);
+  if (contained) return contained;
   if (consent.hiddenLabels.length > 0) {
     const hidden = hiddenLabelKeys(consent.hiddenLabels);
     const reason = hiddenByLabelsOrCodes(resource, hidden);
     if (reason) return reason;
     for (const ref of medicationReferences(resource, filter.bases)) {
-      const medication = opts.medications?.get(ref);
-      // The drug decides what a prescription reveals: one that cannot be read cannot be cleared.
-      if (!medication) return 'unverifiable_reference';
-      const why = hiddenByLabelsOrCodes(medication, hidden);
-      if (why) return why;
+      // A prescription pinned to an old version of its drug is judged with the drug as it is now
+      // too: a label added since covers it, as it covers the drug's own past versions.
+      const pinned = /^Medication\/([^/]+)\/_history\//.exec(ref);
+      for (const key of pinned ? [ref, `Medication/${pinned[1]}`] : [ref]) {
+        const medication = opts.medications?.get(key);
+        // The drug decides what a prescription reveals: one that cannot be read cannot be cleared.
+        if (!medication) return 'unverifiable_reference';
+        const why = hiddenByLabelsOrCodes(medication, hidden);
+        if (why) return why;
+      }
     }
   }
   if ((opts.checkDates ?? true) && consent.period && (consent.period.start || consent.period.end)) return outsidePeriod(resource, type, consent.period);
@@ -314,6 +353,8 @@ export interface CheckOptions {
  */
 export function checkResource(resource: unknown, filter: AccessFilter, needed: readonly Permission[], opts: CheckOptions = {}): ResourceVerdict {
   if (!isObject(resource) || typeof resource.resourceType !== 'string') return { visible: false, reason: 'malformed' };
+  // FHIR forbids contained resources that contain others (dom-2); nothing below looks that deep.
+  if (asArray(resource.contained).some((c) => isObject(c) && c.contained !== undefined)) return { visible: false, reason: 'malformed' };
   const type = resource.resourceType;
   if (filter.consent) {
     const reason = consentHides(resource, type, filter, filter.consent, opts);

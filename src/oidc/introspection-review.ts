@@ -6,7 +6,7 @@
  * neither can report what the other has stopped allowing.
  */
 import { fhirUserReference, type AccountRepository } from '../accounts/index.ts';
-import { scopesAllowedForRole } from '../smart/index.ts';
+import { isResourceScope, scopesAllowedForRole, splitScopes } from '../smart/index.ts';
 import type { ConsentTokens } from './consent-tokens.ts';
 
 export interface IntrospectionReviewDeps {
@@ -29,6 +29,13 @@ export function introspectionReview(deps: IntrospectionReviewDeps): Introspectio
     // not at the next refresh, and names who the user is now: resource servers confine user/
     // scopes by fhirUser (src/enforcement/scope-confinement.ts).
     if (typeof reviewed.scope === 'string') reviewed.scope = scopesAllowedForRole(reviewed.scope, account.role) || undefined;
+    // A patient reaches FHIR data only through a consent (as at issuance, src/oidc/consent-tokens.ts):
+    // a token issued while the account had another role, on no consent, keeps no resource scope
+    // and no patient in context now that it is a patient's.
+    if (account.role === 'patient' && typeof reviewed.consent_id !== 'string') {
+      reviewed.scope = splitScopes(reviewed.scope as string | undefined).filter((s) => !isResourceScope(s)).join(' ') || undefined;
+      delete reviewed.patient;
+    }
     if ('fhirUser' in reviewed) {
       const reference = fhirUserReference(account);
       if (reference && deps.fhirBase) reviewed.fhirUser = `${deps.fhirBase}/${reference}`;

@@ -1,7 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
-import { codeFlow, discover, oidc, REDIRECT_URI } from '../helpers/oidc-client.ts';
+import { codeFlow, discover, oidc, REDIRECT_URI, startCodeFlow } from '../helpers/oidc-client.ts';
+import { UserAgent, authorize, csrfTokenOf } from '../helpers/browserless.ts';
 
 const FHIR = 'https://fhir.example.org/r4';
 
@@ -83,5 +84,41 @@ describe('user/ scopes after a change of role from practitioner to patient', () 
     await server.running.services.db('accounts').where({ id: doc.id }).update({ disabled_at: new Date() });
     assert.deepEqual(await oidc.tokenIntrospection(rs, tokens.access_token), { active: false });
     assert.deepEqual(await bearerIntrospection(tokens.access_token), { active: false });
+  });
+
+  it("patient/ scopes a practitioner held for someone else's record are gone from introspection once the account is a patient's", async () => {
+    const chart = await server.createClient({
+      client_name: 'Chart',
+      redirect_uris: [REDIRECT_URI],
+      grant_types: ['authorization_code', 'refresh_token'],
+      scope: 'openid launch/patient offline_access patient/*.rs',
+    });
+    const chartApp = await discover(server.issuer, chart.clientId, chart.clientSecret);
+    await server.createAccount({ username: 'vic', role: 'patient', fhirId: 'vic-1', displayName: 'Vic Tim' });
+    const doc = await server.createAccount({ username: 'fern', role: 'practitioner', fhirId: 'fern-1' });
+    // The practitioner opens Vic's record through the patient picker.
+    const agent = new UserAgent();
+    const { url, verifier, state } = await startCodeFlow(chartApp, { scope: 'openid launch/patient offline_access patient/Observation.rs', aud: FHIR });
+    let page = await authorize(agent, url.toString(), server.issuer, doc);
+    assert.match(page.body, /Choose a patient/);
+    const search = await agent.request(`${page.url.split('?')[0]}?q=vic`);
+    const action = new URL(/action="([^"]*\/patient)"/.exec(search.body)![1]!, server.issuer).toString();
+    const chosen = await agent.request(action, { form: { _csrf: csrfTokenOf(search.body), patient: 'vic-1' } });
+    page = await authorize(agent, chosen.location!, server.issuer, doc);
+    assert.ok(page.location?.startsWith(REDIRECT_URI), `${page.status} ${page.body.slice(0, 300)}`);
+    const tokens = await oidc.authorizationCodeGrant(chartApp, new URL(page.location!), { pkceCodeVerifier: verifier, expectedState: state });
+    const before = await oidc.tokenIntrospection(rs, tokens.access_token);
+    assert.deepEqual([before.scope, before.patient], ['patient/Observation.rs', 'vic-1']);
+
+    await server.running.services.db('accounts').where({ id: doc.id }).update({ role: 'patient', fhir_patient_id: 'fern-p', fhir_practitioner_id: null });
+
+    // A patient reaches records only through a consent, and this token rests on none.
+    for (const after of [await oidc.tokenIntrospection(rs, tokens.access_token), await bearerIntrospection(tokens.access_token)]) {
+      assert.equal(after.active, true);
+      assert.equal(after.scope, undefined, 'no patient/ scope is left');
+      assert.equal(after.patient, undefined, "and no other patient's record in context");
+      assert.equal(after.fhirUser, `${FHIR}/Patient/fern-p`);
+    }
+    await assert.rejects(oidc.refreshTokenGrant(chartApp, tokens.refresh_token!), { error: 'invalid_grant' });
   });
 });

@@ -161,17 +161,26 @@ function dayRangeOfPeriod(period: unknown): DayRange | undefined {
   return { first: start.first, last: end.last };
 }
 
+/**
+ * A Timing spans its events and its repeat's boundsPeriod. A repeat without bounds that does more
+ * than name times of day (a count, a frequency) carries on past the events to no known day.
+ */
 function dayRangeOfTiming(timing: unknown): DayRange | undefined {
   if (!isObject(timing)) return undefined;
+  const ranges: (DayRange | undefined)[] = [];
   if (timing.event !== undefined) {
     if (!Array.isArray(timing.event) || timing.event.length === 0) return undefined;
-    const ranges = timing.event.map(dayRangeOfDate);
-    if (ranges.some((r) => !r)) return undefined;
-    const firsts = ranges.map((r) => r!.first).sort();
-    const lasts = ranges.map((r) => r!.last).sort();
-    return { first: firsts[0]!, last: lasts.at(-1)! };
+    ranges.push(...timing.event.map(dayRangeOfDate));
   }
-  return isObject(timing.repeat) ? dayRangeOfPeriod(timing.repeat.boundsPeriod) : undefined;
+  if (timing.repeat !== undefined) {
+    if (!isObject(timing.repeat)) return undefined;
+    if (timing.repeat.boundsPeriod !== undefined) ranges.push(dayRangeOfPeriod(timing.repeat.boundsPeriod));
+    else if (ranges.length === 0 || Object.keys(timing.repeat).some((k) => !['when', 'offset', 'timeOfDay', 'id', 'extension'].includes(k))) return undefined;
+  }
+  if (ranges.length === 0 || ranges.some((r) => !r)) return undefined;
+  const firsts = ranges.map((r) => r!.first).sort();
+  const lasts = ranges.map((r) => r!.last).sort();
+  return { first: firsts[0]!, last: lasts.at(-1)! };
 }
 
 /** The day range that dates a resource, or undefined when it has none the spec can read. */
@@ -297,6 +306,18 @@ export function createOracle(token: OracleToken, currentOf: (type: string, id: s
     return (period.start !== undefined && r.first < period.start) || (period.end !== undefined && r.last > period.end);
   }
 
+  /** A contained clinical record is a record of its type and date; reference data goes with R. */
+  function containedRecordHides(resource: Json): boolean {
+    const contained = Array.isArray(resource.contained) ? resource.contained : [];
+    return contained.some((c) => {
+      if (!isObject(c)) return true;
+      if (c.contained !== undefined) return true; // dom-2: contained resources contain nothing
+      if (UNDATED.has(c.resourceType as string)) return false;
+      if (token.consent?.resourceTypes && !token.consent.resourceTypes.includes(c.resourceType as string)) return true;
+      return datesHide(c);
+    });
+  }
+
   function visible(resource: Json, need: Permission): boolean {
     const type = resource.resourceType as string;
     if (type === 'Bundle' || type === 'Binary') return false;
@@ -312,6 +333,7 @@ export function createOracle(token: OracleToken, currentOf: (type: string, id: s
     if (!allowed) return false;
     if (labelledOrSensitive(resource)) return false;
     if (medicationHides(resource)) return false;
+    if (containedRecordHides(resource)) return false;
     return !datesHide(resource);
   }
 
