@@ -9,7 +9,8 @@
  */
 import type { Context } from 'koa';
 import type { Provider } from 'oidc-provider';
-import type { Account, AccountRepository } from '../accounts/index.ts';
+import type { Account, AccountRepository, LoginThrottle } from '../accounts/index.ts';
+import type { AuditTrail } from '../audit/index.ts';
 import type { ClientRegistry } from '../clients/index.ts';
 import {
   chosenScopes,
@@ -55,6 +56,9 @@ export interface ConsentPageDeps {
   clients: ClientRegistry;
   consents: ConsentService;
   mfa: MfaRepository;
+  /** The login's own second-factor throttle: a code typed here is one more guess at the same factor. */
+  throttle: LoginThrottle;
+  audit: AuditTrail;
   launch: SmartLaunch;
   /** The longest a consent may last (the grant lifetime), in seconds. */
   maxConsentSeconds: number;
@@ -290,9 +294,25 @@ export function consentPage(deps: ConsentPageDeps) {
             : 'Showing the app more dates or record types than before needs two-step verification. Set it up on your account page first, or keep the limits as they were.';
         return show(ctx, d, form, message, 403);
       }
-      if (!code || !(await deps.mfa.verifyTotp(account.id, code))) {
-        return show(ctx, d, form, `To ${what}, enter the current 6-digit code from your authenticator app.`, 401);
+      const prompt = `To ${what}, enter the current 6-digit code from your authenticator app.`;
+      if (!code) return show(ctx, d, form, prompt, 401);
+      // Guesses here count with the login's: a weak or stale session must not get unlimited tries
+      // at the factor that guards sensitive data, nor more after the login has locked it.
+      const clientId = String(d.params.client_id);
+      const throttled = async (retryAfter: number) => {
+        await deps.audit.record({ type: 'login.throttled', outcome: 'denied', actor: account.id, clientId, ip, details: { step: 'otp', retry_after: retryAfter, during: 'consent' } });
+        ctx.set('Retry-After', String(retryAfter));
+        return show(ctx, d, form, `Too many failed attempts. Wait ${retryAfter} seconds, then try again.`, 429);
+      };
+      const wait = await deps.throttle.retryAfter('otp', account.id, ip);
+      if (wait > 0) return throttled(wait);
+      if (!(await deps.mfa.verifyTotp(account.id, code))) {
+        await deps.audit.record({ type: 'login.failure', outcome: 'failure', actor: account.id, clientId, ip, details: { step: 'totp', during: 'consent' } });
+        const lockout = await deps.throttle.failed('otp', account.id, ip);
+        if (lockout > 0) return throttled(lockout);
+        return show(ctx, d, form, prompt, 401);
       }
+      await deps.throttle.succeeded('otp', account.id);
       strong = true;
       acr = ACR_MFA;
     }

@@ -65,6 +65,8 @@ export function interactionRoutes(deps: InteractionDeps): Router {
     clients: deps.clients,
     consents: deps.consents,
     mfa,
+    throttle: deps.throttle,
+    audit: deps.audit,
     launch: deps.launch,
     maxConsentSeconds: deps.maxConsentSeconds,
     render: (ctx, data, status) => page(ctx, 'consent', data, status),

@@ -234,6 +234,48 @@ describe('consent at authorization, and tokens that obey it', () => {
     assert.equal(record?.current.acr, 'urn:custos:acr:mfa');
   });
 
+  it('counts codes typed on the consent page with the login\'s second-factor guesses, and locks both alike', async () => {
+    const pat = await newPatient();
+    const agent = new UserAgent();
+    // Signed in by password alone (no factor yet), then the factor is set up: the session is weak.
+    assert.ok((await flow(pat, `openid launch/patient ${OBS}`, (f) => f, agent)).tokens);
+    const secret = await enrolTotp(server.running.services.mfa, pat.id);
+    const start = await startCodeFlow(config, { scope: `openid launch/patient ${OBS} patient/Condition.rs`, aud: FHIR });
+    const page = await agent.follow(start.url.toString(), server.issuer);
+    const action = new URL(/action="([^"]*\/confirm)"/.exec(page.body)![1]!, server.issuer).toString();
+    const form = [...formDefaults(page.body, 'confirm').filter(([n]) => n !== 'code'), ['share', 'PSY']] as Form;
+    const submit = (code: string) => agent.request(action, { form: [...form, ['code', code]] });
+    const valid = async () => {
+      const now = Math.floor(Date.now() / 1000);
+      return new Set(await Promise.all([-60, -30, 0, 30, 60].map((d) => generate({ secret, epoch: now + d }))));
+    };
+    const statuses: number[] = [];
+    for (let i = 0, n = 100000; i < 5; i += 1, n += 7) {
+      const taken = await valid();
+      while (taken.has(String(n))) n += 1;
+      statuses.push((await submit(String(n))).status);
+    }
+    assert.deepEqual(statuses, [401, 401, 401, 401, 429], 'the fifth wrong code locks, as at the login');
+    const right = await submit(await generate({ secret }));
+    assert.equal(right.status, 429, 'and the right code waits it out too');
+    assert.ok(Number(right.headers.get('retry-after')) > 0);
+    assert.match(right.body, /Too many failed attempts/);
+    assert.equal(right.location, undefined, 'nothing was shared');
+
+    // The lock is the login's own: signing in again with the right code waits as well.
+    const login = new UserAgent();
+    let step = await login.follow((await startCodeFlow(config, { scope: 'openid', aud: FHIR })).url.toString(), server.issuer);
+    step = await login.request(new URL(/action="([^"]*\/login)"/.exec(step.body)![1]!, server.issuer).toString(), {
+      form: { _csrf: csrfTokenOf(step.body), username: pat.username, password: pat.password },
+    });
+    step = await login.request(new URL(/action="([^"]*\/otp)"/.exec(step.body)![1]!, server.issuer).toString(), { form: { _csrf: csrfTokenOf(step.body), code: await generate({ secret }) } });
+    assert.equal(step.status, 429);
+
+    const { events } = await server.running.services.audit.list({ actor: pat.id }, { limit: 100 });
+    assert.equal(events.filter((e) => e.type === 'login.failure' && e.details.during === 'consent').length, 5, 'each wrong code is audited');
+    assert.ok(events.some((e) => e.type === 'login.throttled' && e.details.during === 'consent'));
+  });
+
   it('treats dropping or loosening the date range or record types on a new authorization as sharing more', async () => {
     const pat = await newPatient();
     const scope = `openid launch/patient offline_access ${OBS} patient/Condition.rs`;
