@@ -132,11 +132,14 @@ export function consentPage(deps: ConsentPageDeps) {
   }
 
   /** Whose record this authorization opens: the one chosen in the picker, else the patient's own. */
-  function contextPatient(d: Details, account: Account): string | null {
+  /** Whose record the grant will carry, decided as the launch decides it (src/oidc/smart-launch.ts). */
+  async function contextPatient(d: Details, account: Account): Promise<string | null> {
+    // An EHR launch names the patient, so the consent is about that record, or refused.
+    const ehr = await deps.launch.ehrPatient(d.params.launch, String(d.params.client_id));
     // The picker's answer is this interaction's result, or (once a new prompt started) the last submission.
     type Picked = { launch?: { patient?: string } } | undefined;
     const picked = (d.result as Picked)?.launch?.patient ?? (d.lastSubmission as Picked)?.launch?.patient;
-    return picked ?? account.fhirPatientId ?? null;
+    return ehr ?? picked ?? account.fhirPatientId ?? null;
   }
 
   async function show(ctx: Context, d: Details, submitted?: Submission, error?: string, status = 200) {
@@ -151,7 +154,7 @@ export function consentPage(deps: ConsentPageDeps) {
       checked: c.required || !picked || picked.has(c.scope),
       subScopes: c.subScopes.map((s) => ({ ...s, checked: Boolean(picked?.has(s.scope)) })),
     }));
-    const forPatient = isPatient && account ? contextPatient(d, account) : null;
+    const forPatient = isPatient && account ? await contextPatient(d, account) : null;
     const represented = forPatient && account && forPatient !== account.fhirPatientId ? await accounts.findPatientByFhirId(forPatient) : undefined;
     // Labels start from the app's active consent, or else from the preferences of the patient
     // whose record it is: a representative's own choices are about their own record. Dates and
@@ -271,7 +274,7 @@ export function consentPage(deps: ConsentPageDeps) {
     let acr = d.session?.acr ?? null;
     let strong = await strongRecentSession(d);
     // Sharing a sensitive category this app did not already see needs a strong, recent login.
-    const patientFhirId = contextPatient(d, account);
+    const patientFhirId = await contextPatient(d, account);
     // Only the patient, or someone who represents them, may consent for their record.
     const patient = patientFhirId === account.fhirPatientId ? account : patientFhirId ? await accounts.findPatientByFhirId(patientFhirId) : undefined;
     if (!patient || !patientFhirId || !(await accounts.mayActFor(account.id, patientFhirId))) {

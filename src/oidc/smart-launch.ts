@@ -222,7 +222,12 @@ export function smartLaunch(deps: SmartLaunchDeps) {
     return typeof params.launch === 'string' || needs.patient || needs.encounter;
   }
 
-  return { launchParam, interactionPolicyWithPicker, loadExistingGrant, extraTokenClaims, decorateTokenResponse, carriesContext, holdsContext };
+  /** The patient an EHR launch (`launch`) names for this client, which wins over any other. */
+  async function ehrPatient(launch: unknown, clientId: string): Promise<string | undefined> {
+    return typeof launch === 'string' ? (await launches.peek(launch, clientId))?.patient : undefined;
+  }
+
+  return { launchParam, interactionPolicyWithPicker, loadExistingGrant, extraTokenClaims, decorateTokenResponse, carriesContext, holdsContext, ehrPatient };
 }
 
 export type SmartLaunch = ReturnType<typeof smartLaunch>;

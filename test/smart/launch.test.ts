@@ -131,6 +131,27 @@ describe('SMART launch context', () => {
     assert.match(reuse.body, /launch value is unknown, expired, already used/);
   });
 
+  it("EHR launch by a patient's account: the consent is about the launch's patient, and only someone who may act for them gives it", async () => {
+    const carol = await server.createAccount({ username: 'carol', role: 'patient', fhirId: 'pat-carol', displayName: 'Carol Doe' });
+    await server.running.services.accounts.addRepresentative(carol.id, alice.id, 'parent');
+    const consentsOf = () => server.running.services.db('consents').where({ client_id: app.clientId }).whereIn('patient_fhir_id', ['pat-bob', 'pat-carol']).select('patient_fhir_id');
+
+    // Bob's record, which Carol may not act for: refused on the consent page, nothing recorded.
+    const forBob = ((await (await newLaunch({ patient: 'pat-bob' })).json()) as { launch: string }).launch;
+    const refused = await authorize(new UserAgent(), (await startCodeFlow(config, { scope: 'openid launch patient/*.rs', aud: FHIR, launch: forBob })).url.toString(), server.issuer, carol);
+    assert.equal(refused.status, 403, refused.body.slice(0, 300));
+    assert.match(refused.body, /you may not give access to this record/);
+    assert.deepEqual(await consentsOf(), [], 'no consent, for Bob or for Carol herself');
+
+    // Alice's, whom Carol represents: the consent and the token are about Alice.
+    const forAlice = ((await (await newLaunch({ patient: 'pat-alice' })).json()) as { launch: string }).launch;
+    const { body } = await launchFlow(carol, { scope: 'openid launch patient/*.rs', aud: FHIR, launch: forAlice });
+    assert.equal(body.patient, 'pat-alice');
+    const info = await oidc.tokenIntrospection(config, body.access_token);
+    const details = (info.authorization_details as { patient?: string }[] | undefined)?.[0];
+    assert.equal(details?.patient, 'Patient/pat-alice', JSON.stringify(info.authorization_details));
+  });
+
   it('refuses unknown launch values and launch values issued for another app', async () => {
     const other = await server.createClient({ client_name: 'Other', redirect_uris: [REDIRECT_URI], scope: 'openid launch' });
     const created = await newLaunch({ patient: 'pat-alice' }, other.clientId);
