@@ -155,7 +155,11 @@ export function consentPage(deps: ConsentPageDeps) {
       subScopes: c.subScopes.map((s) => ({ ...s, checked: Boolean(picked?.has(s.scope)) })),
     }));
     const forPatient = isPatient && account ? await contextPatient(d, account) : null;
-    const represented = forPatient && account && forPatient !== account.fhirPatientId ? await accounts.findPatientByFhirId(forPatient) : undefined;
+    const onBehalf = Boolean(forPatient && account && forPatient !== account.fhirPatientId);
+    // Someone else's record (an EHR launch may name any): not even its name or preferences are shown
+    // to an account that may not act for it.
+    if (onBehalf && !(await accounts.mayActFor(account!.id, forPatient!))) throw new HttpError(403, 'access_denied', 'you may not give access to this record');
+    const represented = onBehalf ? await accounts.findPatientByFhirId(forPatient!) : undefined;
     // Labels start from the app's active consent, or else from the preferences of the patient
     // whose record it is: a representative's own choices are about their own record. Dates and
     // record types start from those last set for the app, active or not (see consentSoFar).

@@ -141,6 +141,7 @@ describe('SMART launch context', () => {
     const refused = await authorize(new UserAgent(), (await startCodeFlow(config, { scope: 'openid launch patient/*.rs', aud: FHIR, launch: forBob })).url.toString(), server.issuer, carol);
     assert.equal(refused.status, 403, refused.body.slice(0, 300));
     assert.match(refused.body, /you may not give access to this record/);
+    assert.doesNotMatch(refused.body, /Bob/, "not even the record's name is shown");
     assert.deepEqual(await consentsOf(), [], 'no consent, for Bob or for Carol herself');
 
     // Alice's, whom Carol represents: the consent and the token are about Alice.
