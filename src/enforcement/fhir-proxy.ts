@@ -20,6 +20,7 @@ import { bundleResources, checkSingle, judgeEntries, rewriteEntry, type FilterRe
 import { checkResource, medicationReferences, type ReferencedMedications } from './resource-visibility.ts';
 import { collectPage, type Cursor } from './paging.ts';
 import { createPageLinkSeal } from './page-link-seal.ts';
+import { applyPatchBounded, parseJsonBody } from './write-body.ts';
 import { TokenServiceUnavailable, type TokenValidator } from './token-validator.ts';
 
 export interface FhirProxyOptions {
@@ -87,6 +88,11 @@ interface Outcome {
 }
 
 /** What a fast-json-patch error name means, in words (its messages hold the whole document). */
+/** An entity tag without its weak marker (`W/"2"` and `"2"` name the same version here), or undefined. */
+function opaqueTag(tag: string): string | undefined {
+  return /^(?:W\/)?("[^"]*")$/.exec(tag.trim())?.[1];
+}
+
 function patchErrorText(name: string | undefined): string {
   switch (name) {
     case 'TEST_OPERATION_FAILED':
@@ -285,13 +291,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
 
   /** The resource in a create or update body, or the refusal of it. */
   function parseWrittenResource(body: Buffer, permit: Permit, contentType: string | undefined): Json | Outcome {
-    if (!/^application\/(fhir\+)?json\b/.test(contentType ?? '')) return refuse(415, 'not-supported', 'send the resource as application/fhir+json');
-    let resource: unknown;
-    try {
-      resource = JSON.parse(body.toString('utf8'));
-    } catch {
-      return refuse(400, 'invalid', 'the body is not valid JSON');
-    }
+    const parsed = parseJsonBody(body, contentType, /^application\/(fhir\+)?json$/, 'the resource as application/fhir+json');
+    if ('problem' in parsed) return refuse(parsed.problem.status, parsed.problem.code, parsed.problem.text);
+    const resource = parsed.value;
     const { resourceType, id, kind } = permit.interaction;
     if (!isObject(resource) || resource.resourceType !== resourceType) return refuse(400, 'invalid', `the body must be a ${resourceType} resource`);
     if (kind === 'update' && resource.id !== id) return refuse(400, 'invalid', 'the resource id in the body must match the URL');
@@ -323,13 +325,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
 
   /** The operations of a JSON Patch body (RFC 6902), checked for shape only, or the refusal. */
   function parsePatch(body: Buffer, contentType: string | undefined): Operation[] | Outcome {
-    if (!/^application\/json-patch\+json\b/.test(contentType ?? '')) return refuse(415, 'not-supported', 'only JSON Patch (application/json-patch+json) is supported through this server');
-    let ops: unknown;
-    try {
-      ops = JSON.parse(body.toString('utf8'));
-    } catch {
-      return refuse(400, 'invalid', 'the body is not valid JSON');
-    }
+    const parsed = parseJsonBody(body, contentType, /^application\/json-patch\+json$/, 'only JSON Patch (application/json-patch+json) through this server');
+    if ('problem' in parsed) return refuse(parsed.problem.status, parsed.problem.code, parsed.problem.text);
+    const ops = parsed.value;
     if (!Array.isArray(ops) || ops.length === 0) return refuse(400, 'invalid', 'a JSON Patch is a non-empty array of operations');
     if (ops.length > MAX_PATCH_OPERATIONS) return refuse(400, 'too-costly', `a JSON Patch may hold at most ${MAX_PATCH_OPERATIONS} operations`);
     const problem = jsonPatch.validate(ops as Operation[]);
@@ -342,12 +340,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
    * of it. A patch that cannot be applied to this version is the app's error (RFC 5789 422).
    */
   function applyPatch(current: Json, ops: Operation[], permit: Permit): Json | Outcome {
-    let result: unknown;
-    try {
-      result = jsonPatch.applyPatch(current, ops, true, false).newDocument;
-    } catch (err) {
-      return refuse(422, 'processing', `the JSON Patch cannot be applied to the current version (${patchErrorText((err as { name?: string }).name)})`);
-    }
+    const applied = applyPatchBounded(current, ops, maxBody, patchErrorText);
+    if ('problem' in applied) return refuse(applied.problem.status, applied.problem.code, applied.problem.text);
+    const result = applied.value;
     const { resourceType, id } = permit.interaction;
     if (!isObject(result) || result.resourceType !== resourceType || result.id !== id) return refuse(400, 'invalid', 'a patch may not change the resource type or id');
     return result;
@@ -416,8 +411,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     }
 
     const contentType = req.headers['content-type'];
+    // The server is told what the proxy sends (JSON it serialised itself), never what the app
+    // said it sent: a charset the server honoured differently would store an unjudged resource.
     const forwardHeaders = (extra: Record<string, string> = {}) => ({
-      ...(contentType ? { 'content-type': contentType } : {}),
       ...(typeof req.headers.prefer === 'string' ? { prefer: req.headers.prefer } : {}),
       ...extra,
     });
@@ -444,7 +440,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       if ('reply' in resource) return resource as Outcome;
       const problem = await judgeWrite(resource, permit, lookup);
       if (problem) return problem;
-      return written('POST', `/${resourceType}`, Buffer.from(JSON.stringify(resource)), {});
+      return written('POST', `/${resourceType}`, Buffer.from(JSON.stringify(resource)), { 'content-type': 'application/fhir+json' });
     }
     // The body is judged before the current version is read, so whether a refusal is about the
     // body or a 404 does not depend on what exists. An update never creates: a PUT to an id that
@@ -477,9 +473,15 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       replacement = patched;
     }
     const version = isObject(current.resource.meta) && typeof current.resource.meta.versionId === 'string' ? `W/"${current.resource.meta.versionId}"` : undefined;
-    const ifMatch = typeof req.headers['if-match'] === 'string' ? req.headers['if-match'] : (current.headers.get('etag') ?? version);
+    const judged = current.headers.get('etag') ?? version;
     // The version checked above is the version changed: a concurrent change makes the write fail.
-    const guard: Record<string, string> = ifMatch ? { 'if-match': ifMatch } : {};
+    // The guard is always the proxy's own; an app's If-Match may only ask for the same version
+    // (one like `*` or `x` would otherwise switch the server's check off).
+    const asked = req.headers['if-match'];
+    if (asked !== undefined && (typeof asked !== 'string' || !judged || opaqueTag(asked) === undefined || opaqueTag(asked) !== opaqueTag(judged))) {
+      return refuse(412, 'conflict', 'If-Match does not name the current version of this resource; read it again');
+    }
+    const guard: Record<string, string> = judged ? { 'if-match': judged } : {};
     if (kind === 'delete') return written('DELETE', instancePath, undefined, guard);
     return written('PUT', instancePath, Buffer.from(JSON.stringify(replacement)), { ...guard, 'content-type': 'application/fhir+json' });
   }

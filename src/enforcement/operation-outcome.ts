@@ -2,7 +2,7 @@
  * FHIR R4 OperationOutcome bodies for the answers the proxy gives itself (refusals, failures).
  */
 
-export type IssueCode = 'invalid' | 'not-supported' | 'forbidden' | 'security' | 'login' | 'not-found' | 'too-costly' | 'exception' | 'transient' | 'timeout' | 'processing';
+export type IssueCode = 'invalid' | 'not-supported' | 'forbidden' | 'security' | 'login' | 'not-found' | 'conflict' | 'too-costly' | 'exception' | 'transient' | 'timeout' | 'processing';
 
 export interface OperationOutcome {
   resourceType: 'OperationOutcome';

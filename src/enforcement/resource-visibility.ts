@@ -133,8 +133,9 @@ function labelHidden(resource: Json, hidden: ReturnType<typeof hiddenLabelKeys>)
   return asArray(meta.security).some((l) => {
     if (!isObject(l) || typeof l.code !== 'string') return false;
     const code = l.code.trim().toUpperCase();
-    // A label without a system is read as the patient's label of that code.
-    if (l.system === undefined) return hidden.codes.has(code);
+    // A label without a system is read as the patient's label of that code; so is one whose
+    // system is null or blank, which servers drop on storing it (leaving it without one).
+    if (l.system === undefined || l.system === null || (typeof l.system === 'string' && l.system.trim() === '')) return hidden.codes.has(code);
     return typeof l.system === 'string' && hidden.keys.has(`${normalSystem(l.system)}|${code}`);
   });
 }
@@ -187,7 +188,12 @@ export function medicationReferences(resource: unknown, bases: readonly string[]
   for (const part of [resource, ...asArray(resource.contained).filter(isObject)]) {
     if (typeof part.resourceType !== 'string' || !MEDICATION_REFERENCE_TYPES.has(part.resourceType)) continue;
     const ref = part.medicationReference;
-    if (!isObject(ref)) continue;
+    if (ref === undefined) continue;
+    // Anything but one Reference (a list, a string) names drugs that cannot be looked up.
+    if (!isObject(ref)) {
+      refs.push('');
+      continue;
+    }
     if (typeof ref.reference !== 'string') {
       // A reference by identifier only cannot be looked up.
       refs.push('');
@@ -240,7 +246,7 @@ function dayRangeOfPeriod(value: Json): DayRange | undefined {
 }
 
 /** Parts of `Timing.repeat` that say when in a day, never on which days: they move no limit. */
-const TIME_OF_DAY_ONLY = new Set(['id', 'extension', 'when', 'offset', 'timeOfDay']);
+const TIME_OF_DAY_ONLY = new Set(['id', 'extension', 'when', 'timeOfDay']);
 
 /**
  * The days of a Timing: its events and its repeat's `boundsPeriod` together. A repeat that runs

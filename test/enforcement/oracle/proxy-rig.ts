@@ -32,7 +32,7 @@ export interface Rig {
    * Any method through node:http, with the path sent byte for byte (fetch would resolve dot
    * segments before they left) and a JSON body when one is given.
    */
-  send(method: string, path: string, jwt: string, body?: unknown, contentType?: string): Promise<Answer>;
+  send(method: string, path: string, jwt: string, body?: unknown, contentType?: string, headers?: Record<string, string>): Promise<Answer>;
   /** A new proxy instance in place of the running one, at the same address (as behind a load balancer). */
   replaceProxy(opts?: { pageKey?: Buffer }): void;
   close(): Promise<void>;
@@ -112,9 +112,9 @@ export async function startRig(): Promise<Rig> {
       const res = await fetch(url, { headers: { authorization: `Bearer ${jwt}`, accept: 'application/fhir+json' } });
       return answer(res.status, await res.text());
     },
-    send(method, path, jwt, body, contentType = 'application/fhir+json') {
+    send(method, path, jwt, body, contentType = 'application/fhir+json', extraHeaders = {}) {
       const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-      const headers: Record<string, string> = { authorization: `Bearer ${jwt}`, accept: 'application/fhir+json' };
+      const headers: Record<string, string> = { authorization: `Bearer ${jwt}`, accept: 'application/fhir+json', ...extraHeaders };
       if (payload !== undefined) Object.assign(headers, { 'content-type': contentType, 'content-length': String(Buffer.byteLength(payload)) });
       return new Promise<Answer>((resolve, reject) => {
         const req = request(`${proxyUrl}/`, { method, path, headers }, (res) => {

@@ -163,7 +163,8 @@ function dayRangeOfPeriod(period: unknown): DayRange | undefined {
 
 /**
  * A Timing spans its events and its repeat's boundsPeriod. A repeat without bounds that does more
- * than name times of day (a count, a frequency) carries on past the events to no known day.
+ * than name times of day (a count, a frequency, an offset in minutes) carries on past the events
+ * to no known day.
  */
 function dayRangeOfTiming(timing: unknown): DayRange | undefined {
   if (!isObject(timing)) return undefined;
@@ -175,7 +176,7 @@ function dayRangeOfTiming(timing: unknown): DayRange | undefined {
   if (timing.repeat !== undefined) {
     if (!isObject(timing.repeat)) return undefined;
     if (timing.repeat.boundsPeriod !== undefined) ranges.push(dayRangeOfPeriod(timing.repeat.boundsPeriod));
-    else if (ranges.length === 0 || Object.keys(timing.repeat).some((k) => !['when', 'offset', 'timeOfDay', 'id', 'extension'].includes(k))) return undefined;
+    else if (ranges.length === 0 || Object.keys(timing.repeat).some((k) => !['when', 'timeOfDay', 'id', 'extension'].includes(k))) return undefined;
   }
   if (ranges.length === 0 || ranges.some((r) => !r)) return undefined;
   const firsts = ranges.map((r) => r!.first).sort();
@@ -255,7 +256,8 @@ export function createOracle(token: OracleToken, currentOf: (type: string, id: s
     if (typeof coding.code !== 'string') return false;
     const code = coding.code.toUpperCase();
     if (!hidden.has(code)) return false;
-    if (coding.system === undefined) return true;
+    // No system, or one servers drop on storing (null, blank), reads as the patient's own label.
+    if (coding.system === undefined || coding.system === null || (typeof coding.system === 'string' && coding.system.trim() === '')) return true;
     if (typeof coding.system !== 'string') return false;
     return inSystems(coding.system, ACT_CODE_LABELS.has(code) ? ACT_CODE_SYSTEMS : CONFIDENTIALITY_SYSTEMS);
   }
@@ -292,8 +294,11 @@ export function createOracle(token: OracleToken, currentOf: (type: string, id: s
 
   function medicationHides(resource: Json): boolean {
     if (hidden.size === 0 || !MEDICATION_USERS.has(resource.resourceType as string)) return false;
+    if (resource.medicationReference === undefined) return false;
     const ref = isObject(resource.medicationReference) ? resource.medicationReference.reference : undefined;
-    if (typeof ref !== 'string' || ref.startsWith('#')) return false;
+    // A drug named any other way (a list, an identifier only) cannot be looked up, so it hides.
+    if (typeof ref !== 'string') return true;
+    if (ref.startsWith('#')) return false;
     const id = referencedMedication(ref, upstream);
     const medication = id ? currentOf('Medication', id) : undefined;
     return !medication || labelledOrSensitive(medication);

@@ -1,0 +1,74 @@
+/**
+ * What an app sends to be written, read strictly: the proxy judges the body it parsed and sends
+ * the server what it judged, so nothing may let the two read different things. The charset must
+ * be UTF-8 (a server that honours `charset=utf-7` would store another resource than the one
+ * judged), nesting is bounded (what cannot be serialised again cannot be forwarded), and a JSON
+ * Patch may not grow the resource past the body limit (a few `copy` operations double it each).
+ */
+import jsonPatch, { type Operation } from 'fast-json-patch';
+
+/** Deeper than any real resource; the visibility walk stops at the same depth. */
+export const MAX_NESTING = 64;
+
+export type BodyProblem = { problem: { status: 400 | 413 | 415 | 422; code: 'invalid' | 'not-supported' | 'too-costly' | 'processing'; text: string } };
+
+const problem = (status: BodyProblem['problem']['status'], code: BodyProblem['problem']['code'], text: string): BodyProblem => ({ problem: { status, code, text } });
+
+/** True when the media type is `expected` and any charset it names is UTF-8. */
+export function isUtf8MediaType(contentType: string | undefined, expected: RegExp): boolean {
+  const [type = '', ...params] = (contentType ?? '').split(';').map((p) => p.trim());
+  if (!expected.test(type.toLowerCase())) return false;
+  return params.every((p) => {
+    const [name = '', value = ''] = p.split('=').map((s) => s.trim());
+    return name.toLowerCase() !== 'charset' || /^"?utf-8"?$/i.test(value);
+  });
+}
+
+/** How deep `value` nests, counted without recursion so a hostile body cannot exhaust the stack. */
+function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth >= max) return true;
+    for (const child of Object.values(v)) if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+/** Parses a JSON body sent as `expected` (a media type pattern), or says why it is refused. */
+export function parseJsonBody(body: Buffer, contentType: string | undefined, expected: RegExp, asked: string): { value: unknown } | BodyProblem {
+  if (!isUtf8MediaType(contentType, expected)) return problem(415, 'not-supported', `send ${asked}, in UTF-8`);
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch {
+    return problem(400, 'invalid', 'the body is not valid JSON');
+  }
+  if (nestsDeeperThan(value, MAX_NESTING)) return problem(400, 'invalid', `the body nests more than ${MAX_NESTING} levels deep`);
+  return { value };
+}
+
+const sizeOf = (v: unknown) => (v === undefined ? 0 : Buffer.byteLength(JSON.stringify(v)));
+
+/**
+ * `current` with `ops` applied, one at a time. Before each operation the size it may add (its
+ * value, or what a `copy` duplicates) is counted against `maxBytes`, so the result is bounded
+ * before it is built, not after.
+ */
+export function applyPatchBounded(current: unknown, ops: Operation[], maxBytes: number, errorText: (name: string | undefined) => string): { value: unknown } | BodyProblem {
+  let doc: unknown = jsonPatch.deepClone(current);
+  let size = sizeOf(doc);
+  try {
+    for (const [index, op] of ops.entries()) {
+      if (op.op === 'add' || op.op === 'replace') size += sizeOf(op.value);
+      else if (op.op === 'copy') size += sizeOf(jsonPatch.getValueByPointer(doc, op.from));
+      if (size > maxBytes) return problem(413, 'too-costly', `the patched resource would be larger than ${maxBytes} bytes`);
+      doc = jsonPatch.applyOperation(doc, op, true, true, true, index).newDocument;
+    }
+  } catch (err) {
+    return problem(422, 'processing', `the JSON Patch cannot be applied to the current version (${errorText((err as { name?: string }).name)})`);
+  }
+  if (sizeOf(doc) > maxBytes) return problem(413, 'too-costly', `the patched resource would be larger than ${maxBytes} bytes`);
+  return { value: doc };
+}
