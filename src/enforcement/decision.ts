@@ -110,6 +110,10 @@ function includeProblem(rawName: string, value: string, searched: string): Denia
   return undefined;
 }
 
+// A name, with a modifier or target type (chains are refused before this is asked).
+const SEARCH_NAME = /^[A-Za-z_][A-Za-z0-9_-]{0,63}(?::[A-Za-z][A-Za-z0-9-]{0,63})?$/;
+const SORT_VALUE = /^-?[A-Za-z_][A-Za-z0-9_-]{0,63}(?:,-?[A-Za-z_][A-Za-z0-9_-]{0,63})*$/;
+
 function checkParams(interaction: FhirInteraction): Denial | [string, string][] {
   const allowed = ALLOWED_PARAMS[interaction.kind] ?? FORMAT_ONLY;
   const upstream: [string, string][] = [];
@@ -133,6 +137,11 @@ function checkParams(interaction: FhirInteraction): Denial | [string, string][] 
     if (allowed === 'search') {
       // Chained and reverse-chained searches would select by data the app may not see.
       if (rawName.includes('.') || name === '_has') return deny(400, 'not-supported', 'chained searches are not supported through this server');
+      // Names and the values servers copy into their paging links as they are must be plain, so
+      // no server can read one parameter as several (see upstream-paging.ts).
+      if (!SEARCH_NAME.test(rawName)) return deny(400, 'invalid', `${rawName.slice(0, 80)} is not a FHIR search parameter name`);
+      if (name === '_total' && !['none', 'estimate', 'accurate'].includes(value)) return deny(400, 'invalid', '_total must be none, estimate or accurate');
+      if (name === '_sort' && !SORT_VALUE.test(value)) return deny(400, 'invalid', '_sort must be a comma-separated list of search parameters, each optionally preceded by -');
       if (name.startsWith('_') && !SEARCH_CONTROLS.has(name)) return deny(400, 'not-supported', `the search parameter ${name} is not supported through this server`);
       if (name === '_include' || name === '_revinclude') {
         const problem = includeProblem(rawName, value, interaction.resourceType!);

@@ -21,6 +21,7 @@ import { checkResource, medicationReferences, type ReferencedMedications } from 
 import { collectPage, type Cursor } from './paging.ts';
 import { createPageLinkSeal } from './page-link-seal.ts';
 import { applyPatchBounded, parseJsonBody } from './write-body.ts';
+import { nextUpstreamPage } from './upstream-paging.ts';
 import { TokenServiceUnavailable, type TokenValidator } from './token-validator.ts';
 
 export interface FhirProxyOptions {
@@ -378,7 +379,8 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       const matchParams = permit.upstreamParams.filter(([n]) => !INCLUDE_PARAM.test(n));
       // Upstream pages are read in sizes of our choosing; the app's _count sizes the proxy's pages.
       const upstreamCount = String(Math.min(MAX_PAGE_SIZE, Math.max(permit.pageSize + 1, 100)));
-      const from = cursor ?? { url: `${path}?${new URLSearchParams([...matchParams, ['_count', upstreamCount]])}`, skip: 0 };
+      const sent: [string, string][] = [...matchParams, ['_count', upstreamCount]];
+      const from = cursor ?? { url: `${path}?${new URLSearchParams(sent)}`, skip: 0 };
       const collected = await collectPage<Outcome>({
         from,
         pageSize: permit.pageSize,
@@ -392,7 +394,10 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         judge: async (bundle) => judgeEntries(bundle, permit, await lookup(bundleResources(bundle))),
         nextOf: (bundle) => {
           const next = (Array.isArray(bundle.link) ? bundle.link : []).find((l) => isObject(l) && l.relation === 'next' && typeof l.url === 'string') as { url: string } | undefined;
-          return next ? belowUpstream(next.url) : undefined;
+          if (!next) return undefined;
+          const page = nextUpstreamPage(belowUpstream(next.url), path, sent);
+          if ('refused' in page) throw new Error(page.refused);
+          return page.path;
         },
       });
       if ('failure' in collected) return collected.failure;
