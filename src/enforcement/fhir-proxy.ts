@@ -140,7 +140,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
   /** A sealed link to the proxy standing for the page that starts at `cursor`. */
   function pageLink(cursor: Cursor, originalRequest: string, facts: AccessFacts): string {
     const state = { u: cursor.url, k: cursor.skip, r: originalRequest, c: facts.clientId ?? null, p: facts.patient ?? null, s: facts.sub ?? null, e: clock() + PAGE_LIFETIME_MS };
-    return `${base()}${PAGE_PATH}?page=${pageSeal.seal(state, originalRequest.length)}`;
+    // What the holder knows the state holds (its request, its token's facts) sizes the padding.
+    const known = originalRequest.length + [state.c, state.p, state.s].reduce((n, v) => n + (v?.length ?? 0), 0);
+    return `${base()}${PAGE_PATH}?page=${pageSeal.seal(state, known)}`;
   }
 
   /** An upstream link as a path below the upstream base; a link elsewhere is the server misbehaving. */
