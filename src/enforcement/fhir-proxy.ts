@@ -94,6 +94,16 @@ function opaqueTag(tag: string): string | undefined {
   return /^(?:W\/)?("[^"]*")$/.exec(tag.trim())?.[1];
 }
 
+/** The tags of an If-Match list (RFC 9110 13.1.1; repeated headers arrive joined by commas), or undefined if it is not one. */
+function ifMatchTags(header: string): string[] | undefined {
+  const tags: string[] = [];
+  const rest = header.replace(/\s*((?:W\/)?"[^"]*")\s*(?:,|$)/gy, (_, tag: string) => {
+    tags.push(opaqueTag(tag)!);
+    return '';
+  });
+  return rest === '' && tags.length > 0 ? tags : undefined;
+}
+
 function patchErrorText(name: string | undefined): string {
   switch (name) {
     case 'TEST_OPERATION_FAILED':
@@ -485,7 +495,8 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     // The guard is always the proxy's own; an app's If-Match may only ask for the same version
     // (one like `*` or `x` would otherwise switch the server's check off).
     const asked = req.headers['if-match'];
-    if (asked !== undefined && (typeof asked !== 'string' || !judged || opaqueTag(asked) === undefined || opaqueTag(asked) !== opaqueTag(judged))) {
+    const currentTag = judged ? opaqueTag(judged) : undefined;
+    if (asked !== undefined && (typeof asked !== 'string' || !currentTag || !ifMatchTags(asked)?.includes(currentTag))) {
       return refuse(412, 'conflict', 'If-Match does not name the current version of this resource; read it again');
     }
     const guard: Record<string, string> = judged ? { 'if-match': judged } : {};

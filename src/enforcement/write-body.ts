@@ -51,24 +51,51 @@ export function parseJsonBody(body: Buffer, contentType: string | undefined, exp
 
 const sizeOf = (v: unknown) => (v === undefined ? 0 : Buffer.byteLength(JSON.stringify(v)));
 
+/** Bytes a patch may make the proxy serialise and clone, as a multiple of the body limit. */
+const WORK_FACTOR = 16;
+
 /**
- * `current` with `ops` applied, one at a time. Before each operation the size it may add (its
- * value, or what a `copy` duplicates) is counted against `maxBytes`, so the result is bounded
- * before it is built, not after.
+ * `current` with `ops` applied, one at a time, within two bounds counted before each operation is
+ * made: the size of the result (what an `add`, `replace` or `copy` puts in, less what it or a
+ * `remove` takes out) stays under `maxBytes`, and the work of checking and applying them (a
+ * `move` or `copy` is validated on a copy of the whole resource) under a fixed multiple of it.
+ * The result must nest no deeper than a body may.
  */
 export function applyPatchBounded(current: unknown, ops: Operation[], maxBytes: number, errorText: (name: string | undefined) => string): { value: unknown } | BodyProblem {
+  const tooLarge = problem(413, 'too-costly', `the patched resource would be larger than ${maxBytes} bytes`);
+  const tooCostly = problem(413, 'too-costly', 'the JSON Patch asks for too much copying and moving of this resource; send it as a PUT');
   let doc: unknown = jsonPatch.deepClone(current);
   let size = sizeOf(doc);
+  let work = size;
+  const measure = (v: unknown) => {
+    const n = sizeOf(v);
+    work += n;
+    return n;
+  };
+  const at = (pointer: string) => {
+    try {
+      return jsonPatch.getValueByPointer(doc, pointer) as unknown;
+    } catch {
+      return undefined;
+    }
+  };
   try {
     for (const [index, op] of ops.entries()) {
-      if (op.op === 'add' || op.op === 'replace') size += sizeOf(op.value);
-      else if (op.op === 'copy') size += sizeOf(jsonPatch.getValueByPointer(doc, op.from));
-      if (size > maxBytes) return problem(413, 'too-costly', `the patched resource would be larger than ${maxBytes} bytes`);
+      // An `add` into an array inserts; into an object it replaces the member of that name.
+      if (op.op === 'add') size += measure(op.value) - (Array.isArray(at(op.path.slice(0, op.path.lastIndexOf('/')))) ? 0 : measure(at(op.path)));
+      else if (op.op === 'replace') size += measure(op.value) - measure(at(op.path));
+      else if (op.op === 'remove') size -= measure(at(op.path));
+      else if (op.op === 'copy') size += measure(at(op.from));
+      if (op.op === 'move' || op.op === 'copy') work += Math.max(size, 0);
+      if (size > maxBytes) return tooLarge;
+      if (work > WORK_FACTOR * maxBytes) return tooCostly;
       doc = jsonPatch.applyOperation(doc, op, true, true, true, index).newDocument;
     }
+    if (nestsDeeperThan(doc, MAX_NESTING)) return problem(400, 'invalid', `the patched resource would nest more than ${MAX_NESTING} levels deep`);
+    if (sizeOf(doc) > maxBytes) return tooLarge;
   } catch (err) {
+    if (err instanceof RangeError) return problem(400, 'invalid', `the patched resource would nest more than ${MAX_NESTING} levels deep`);
     return problem(422, 'processing', `the JSON Patch cannot be applied to the current version (${errorText((err as { name?: string }).name)})`);
   }
-  if (sizeOf(doc) > maxBytes) return problem(413, 'too-costly', `the patched resource would be larger than ${maxBytes} bytes`);
   return { value: doc };
 }

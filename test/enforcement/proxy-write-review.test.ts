@@ -53,7 +53,7 @@ describe('FHIR proxy: the write review', () => {
     await seed([...patients, one(obs('rec', 'p1'))]);
     const jwt = await writer();
     const mark = rig.fhir.writes().length;
-    for (const ifMatch of ['*', 'x', '', 'W/"7"', '"1", "2"']) {
+    for (const ifMatch of ['*', 'x', '', 'W/"7"', '"7", "8"', '"1"x', 'W/ "1"', '"7", *']) {
       const put = await rig.send('PUT', '/Observation/rec', jwt, obs('rec', 'p1', { status: 'amended' }), 'application/fhir+json', { 'if-match': ifMatch });
       assert.equal(put.status, 412, `If-Match ${JSON.stringify(ifMatch)}: ${put.text}`);
       const del = await rig.send('DELETE', '/Observation/rec', jwt, undefined, undefined, { 'if-match': ifMatch });
@@ -61,7 +61,8 @@ describe('FHIR proxy: the write review', () => {
     }
     assert.equal(rig.fhir.writes().length, mark, 'nothing was written');
     // The current version, weak or strong, is accepted, and the guard sent is the proxy's own.
-    const put = await rig.send('PUT', '/Observation/rec', jwt, obs('rec', 'p1', { status: 'amended' }), 'application/fhir+json', { 'if-match': '"1"' });
+    // A list (or repeated headers, which arrive joined) matches when one of its tags does.
+    const put = await rig.send('PUT', '/Observation/rec', jwt, obs('rec', 'p1', { status: 'amended' }), 'application/fhir+json', { 'if-match': '"7", "1"' });
     assert.equal(put.status, 200, put.text);
     assert.equal(rig.fhir.writes().at(-1)!.headers['if-match'], 'W/"1"');
     const next = (put.body.meta as { versionId: string }).versionId;
@@ -132,5 +133,37 @@ describe('FHIR proxy: the write review', () => {
     ]);
     const jwt = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1', consent: { hiddenLabels: [], end: '2020-12-31' } });
     assert.deepEqual(ids(await rig.get('/Observation', jwt)), ['mealtime']);
+  });
+
+  it('bounds the work a JSON Patch asks for, not only its result, and does not overcount what it replaces', async () => {
+    const big = 'z'.repeat(600_000);
+    await seed([...patients, one(obs('large', 'p1', { valueString: big })), one(obs('small', 'p1'))]);
+    const jwt = await writer({ hiddenLabels: [] });
+    const mark = rig.fhir.writes().length;
+    // Each move is checked on a copy of the whole resource: a thousand of them on a large one would
+    // hold the proxy for seconds.
+    const noOpMoves = Array.from({ length: 1000 }, () => ({ op: 'move', from: '/status', path: '/status' }));
+    const stalled = await rig.send('PATCH', '/Observation/large', jwt, noOpMoves, PATCH);
+    assert.equal(stalled.status, 413, stalled.text);
+    assert.match(diagnostics(stalled), /too much copying and moving/);
+    assert.equal(rig.fhir.writes().length, mark, 'nothing was written');
+    assert.equal((await rig.send('PATCH', '/Observation/small', jwt, noOpMoves, PATCH)).status, 200, 'on a small resource they are cheap');
+    // Replacing 600 KB with 500 KB leaves the resource under the limit: allowed, as the PUT of it is.
+    const replaced = await rig.send('PATCH', '/Observation/large', jwt, [{ op: 'replace', path: '/valueString', value: 'y'.repeat(500_000) }], PATCH);
+    assert.equal(replaced.status, 200, replaced.text.slice(0, 300));
+  });
+
+  it('refuses a patch whose result nests deeper than a body may', async () => {
+    let chain: Record<string, unknown> = { url: 'x', valueString: 'bottom' };
+    for (let i = 0; i < 30; i++) chain = { url: 'x', extension: [chain] };
+    await seed([...patients, one(obs('chained', 'p1', { extension: [chain] }))]);
+    const jwt = await writer({ hiddenLabels: [] });
+    const mark = rig.fhir.writes().length;
+    // Copying the chain under its own deepest link doubles its depth.
+    const deepest = `/extension/0${'/extension/0'.repeat(30)}`;
+    const doubled = await rig.send('PATCH', '/Observation/chained', jwt, [{ op: 'copy', from: '/extension', path: `${deepest}/extension` }], PATCH);
+    assert.equal(doubled.status, 400, doubled.text);
+    assert.match(diagnostics(doubled), /would nest more than 64 levels/);
+    assert.equal(rig.fhir.writes().length, mark, 'nothing was written');
   });
 });
