@@ -14,7 +14,7 @@ import jsonPatch, { type Operation } from 'fast-json-patch';
 import type { AuditEventInput } from '../audit/audit-event.ts';
 import type { AccessFacts } from './access-token.ts';
 import { decide, MAX_PAGE_SIZE, type Decision, type EnforcementPolicy, type Permit } from './decision.ts';
-import { FHIR_ID, parseFhirRequest } from './fhir-request.ts';
+import { FHIR_ID, RESOURCE_TYPE, parseFhirRequest } from './fhir-request.ts';
 import { operationOutcome, type IssueCode } from './operation-outcome.ts';
 import { bundleResources, checkSingle, judgeEntries, rewriteEntry, type FilterReport } from './response-filter.ts';
 import { checkResource, medicationReferences, type ReferencedMedications } from './resource-visibility.ts';
@@ -68,6 +68,8 @@ const INCLUDE_PARAM = /^_(rev)?include(:|$)/;
 
 type Json = Record<string, unknown>;
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+const entryKey = (e: Json) => `${String((e.resource as Json).resourceType)}/${String((e.resource as Json).id)}`;
+const versionOf = (r: Json) => (isObject(r.meta) && typeof r.meta.versionId === 'string' ? r.meta.versionId : undefined);
 
 class Reply {
   readonly status: number;
@@ -281,25 +283,57 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
    * The `_include`d and `_revinclude`d resources of the matches shown, and of no other. The
    * includes on the server's own pages came with hidden matches as well (a Practitioner that only
    * a hidden Observation names, a Provenance of a hidden record), so the proxy asks again for its
-   * matches by id, with the include parameters, and keeps the visible included entries.
+   * matches by id, with the include parameters, and keeps the visible included entries that are
+   * their resources' current versions.
    */
   async function includedWith(matches: Json[], params: [string, string][], permit: Permit, lookup: Lookup): Promise<Json[] | { failure: Outcome }> {
-    const keyOf = (e: Json) => `${String((e.resource as Json).resourceType)}/${String((e.resource as Json).id)}`;
-    const shown = new Set(matches.map(keyOf));
+    const shown = new Set(matches.map(entryKey));
     const ids = matches.map((e) => String((e.resource as Json).id));
     const found = new Map<string, Json>();
-    for (let i = 0; i < ids.length; i += INCLUDE_BATCH) {
-      const batch = ids.slice(i, i + INCLUDE_BATCH);
-      const query = new URLSearchParams([['_id', batch.join(',')], ...params, ['_count', String(batch.length)]]);
-      const res = await callUpstream('GET', `/${permit.interaction.resourceType}?${query}`);
-      if (res.status !== 200) return { failure: searchRefused(res.status, 'the FHIR server could not apply _include or _revinclude; check their search parameters') };
-      if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return { failure: refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle') };
-      const bundle = res.json;
-      for (const j of judgeEntries(bundle, permit, await lookup(bundleResources(bundle)))) {
-        if (j.role === 'include' && j.verdict.visible && !shown.has(keyOf(j.entry))) found.set(keyOf(j.entry), j.entry);
+    // A revinclude is a search of the type it names, so what it brings needs `s` (SMART's search);
+    // an include follows references the app already sees, so `r` or `s` will do.
+    const groups: [[string, string][], Permit][] = [
+      [params.filter(([n]) => n.split(':')[0] === '_include'), permit],
+      [params.filter(([n]) => n.split(':')[0] === '_revinclude'), { ...permit, neededForIncluded: ['s'] }],
+    ];
+    for (const [groupParams, judgedAs] of groups) {
+      if (groupParams.length === 0) continue;
+      for (let i = 0; i < ids.length; i += INCLUDE_BATCH) {
+        const batch = ids.slice(i, i + INCLUDE_BATCH);
+        const query = new URLSearchParams([['_id', batch.join(',')], ...groupParams, ['_count', String(batch.length)]]);
+        const res = await callUpstream('GET', `/${permit.interaction.resourceType}?${query}`);
+        if (res.status !== 200) return { failure: searchRefused(res.status, 'the FHIR server could not apply _include or _revinclude; check their search parameters') };
+        if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return { failure: refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle') };
+        const bundle = res.json;
+        for (const j of judgeEntries(bundle, judgedAs, await lookup(bundleResources(bundle)))) {
+          if (j.role === 'include' && j.verdict.visible && !shown.has(entryKey(j.entry))) found.set(entryKey(j.entry), j.entry);
+        }
       }
     }
-    return [...found.values()];
+    const current = await currentVersions([...found.values()].map((e) => e.resource as Json));
+    if ('failure' in current) return current;
+    // A versioned reference can bring an old version: shown only while it is the current one,
+    // as a vread is (a resource since labelled, moved or deleted keeps its past hidden).
+    return [...found.entries()].filter(([key, e]) => current.versions.has(key) && current.versions.get(key) === versionOf(e.resource as Json)).map(([, e]) => e);
+  }
+
+  /** The current version id of each resource (by `Type/id`), read by `_id`; absent when there is none. */
+  async function currentVersions(resources: Json[]): Promise<{ versions: Map<string, string | undefined> } | { failure: Outcome }> {
+    const versions = new Map<string, string | undefined>();
+    const byType = new Map<string, string[]>();
+    for (const r of resources) {
+      const type = String(r.resourceType);
+      if (RESOURCE_TYPE.test(type) && typeof r.id === 'string' && FHIR_ID.test(r.id)) byType.set(type, [...(byType.get(type) ?? []), r.id]);
+    }
+    for (const [type, all] of byType) {
+      for (let i = 0; i < all.length; i += INCLUDE_BATCH) {
+        const batch = all.slice(i, i + INCLUDE_BATCH);
+        const res = await callUpstream('GET', `/${type}?${new URLSearchParams([['_id', batch.join(',')], ['_count', String(batch.length)]])}`);
+        if (res.status !== 200 || !isObject(res.json)) return { failure: searchRefused(res.status === 200 ? 502 : res.status, 'the FHIR server could not say which versions of the included resources are current') };
+        for (const r of bundleResources(res.json)) if (r.resourceType === type && typeof r.id === 'string') versions.set(`${type}/${r.id}`, versionOf(r));
+      }
+    }
+    return { versions };
   }
 
   /** The resource in a create or update body, or the refusal of it. */

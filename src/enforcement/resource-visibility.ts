@@ -35,11 +35,13 @@ export type HiddenReason =
   | 'sensitive_code'
   | 'outside_period'
   | 'undated'
-  | 'unverifiable_reference';
+  | 'unverifiable_reference'
+  | 'unsupported_type';
 
 export type ResourceVerdict = { visible: true } | { visible: false; reason: HiddenReason };
 
 type Json = Record<string, unknown>;
+const UNSERVED_TYPES = new Set(['Bundle', 'Binary']);
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const asArray = (v: unknown): unknown[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
 
@@ -359,6 +361,9 @@ export interface CheckOptions {
  */
 export function checkResource(resource: unknown, filter: AccessFilter, needed: readonly Permission[], opts: CheckOptions = {}): ResourceVerdict {
   if (!isObject(resource) || typeof resource.resourceType !== 'string') return { visible: false, reason: 'malformed' };
+  // Refused at the request too (decision.ts): a Bundle may hold anything, unchecked, and a Binary
+  // names no patient or labels. An include or `$everything` brings them no more than a read does.
+  if (UNSERVED_TYPES.has(resource.resourceType)) return { visible: false, reason: 'unsupported_type' };
   // FHIR forbids contained resources that contain others (dom-2); nothing below looks that deep.
   if (asArray(resource.contained).some((c) => isObject(c) && c.contained !== undefined)) return { visible: false, reason: 'malformed' };
   const type = resource.resourceType;

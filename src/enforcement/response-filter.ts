@@ -50,7 +50,8 @@ export function judgeEntries(bundle: Json, permit: Permit, medications?: Referen
     const entry = isObject(raw) ? raw : {};
     const resource = isObject(entry.resource) ? entry.resource : undefined;
     const mode = isObject(entry.search) ? entry.search.mode : undefined;
-    if (kind === 'search' && mode === 'outcome') continue;
+    // The server's own messages (outcome entries, OperationOutcomes) may speak of what is hidden.
+    if (mode === 'outcome' || (resource && resource.resourceType === 'OperationOutcome')) continue;
     const role = kind === 'search' && mode === 'include' ? 'include' : 'match';
     if (!resource || (kind === 'history' && (resource.resourceType !== resourceType || resource.id !== id))) {
       out.push({ entry, role, verdict: { visible: false, reason: 'malformed' } });

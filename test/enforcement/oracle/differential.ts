@@ -158,7 +158,8 @@ export async function checkWorld(rig: Rig, histories: readonly SeedHistory[], to
     return (b.entry ?? [])
       .filter((e) => e.search?.mode === 'include' && e.resource)
       .map((e) => current.get(`${e.resource!.resourceType as string}/${e.resource!.id as string}`))
-      .filter((c): c is Json => c !== undefined && (oracle.visible(c, 'r') || oracle.visible(c, 's')))
+      // A revinclude is a search of its type (needs s); an include follows a reference (r or s).
+      .filter((c): c is Json => c !== undefined && (oracle.visible(c, 's') || (include.startsWith('_include=') && oracle.visible(c, 'r'))))
       .map((c) => `${c.resourceType as string}/${c.id as string}`)
       .sort();
   };
@@ -202,7 +203,7 @@ export async function checkWorld(rig: Rig, histories: readonly SeedHistory[], to
         if (!r) problem(`${what}: an entry without resource`);
         else if (e.search?.mode === 'include') {
           const c = current.get(`${r.resourceType as string}/${r.id as string}`);
-          if (!c || !(oracle.visible(c, 'r') || oracle.visible(c, 's'))) problem(`${what}: included ${key(r)} is not visible`);
+          if (!c || !(oracle.visible(c, 's') || (!/_revinclude=/.test(query) && oracle.visible(c, 'r')))) problem(`${what}: included ${key(r)} is not visible`);
         } else {
           if (r.resourceType !== type) problem(`${what}: a match of type ${r.resourceType as string}`);
           const c = current.get(`${type}/${r.id as string}`);
