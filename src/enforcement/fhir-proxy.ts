@@ -17,7 +17,8 @@ import { decide, MAX_PAGE_SIZE, type Decision, type EnforcementPolicy, type Perm
 import { FHIR_ID, RESOURCE_TYPE, parseFhirRequest } from './fhir-request.ts';
 import { operationOutcome, type IssueCode } from './operation-outcome.ts';
 import { bundleResources, checkSingle, judgeEntries, rewriteEntry, type FilterReport } from './response-filter.ts';
-import { checkResource, medicationReferences, type ReferencedMedications } from './resource-visibility.ts';
+import { checkResource, literalReferences, medicationReferences, relativeReference, type ReferencedMedications, type ResourceVerdict } from './resource-visibility.ts';
+import { PATIENT_LINKS } from './resource-rules.ts';
 import { collectPage, type Cursor } from './paging.ts';
 import { createPageLinkSeal } from './page-link-seal.ts';
 import { applyPatchBounded, parseJsonBody } from './write-body.ts';
@@ -60,6 +61,12 @@ const PAGE_LIFETIME_MS = 60 * 60 * 1000;
 const MAX_SCANNED = 5000;
 /** Medications read at once by `_id`. */
 const MEDICATION_BATCH = 50;
+/** The longest request target sent upstream: within the 8 KiB request line of common servers. */
+const MAX_UPSTREAM_TARGET = 6144;
+/** Room kept for the position a server's paging adds (`_offset`, `_getpages` ids...). */
+const PAGING_POSITION_ROOM = 256;
+/** References to patient data a written resource may make: each is read and judged first. */
+const MAX_CHECKED_REFERENCES = 100;
 /** Operations in one JSON Patch: each is applied and the result judged, so their number is bounded. */
 const MAX_PATCH_OPERATIONS = 1000;
 /** Matches whose includes are asked for at once by `_id`. */
@@ -361,13 +368,51 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
   /** Whether `resource`, as it would be stored, is one the token may write. */
   async function judgeWrite(resource: Json, permit: Permit, lookup: Lookup): Promise<Outcome | undefined> {
     const medications = await lookup([resource]);
-    const verdict = checkResource(resource, permit.filter, permit.needed, { checkDates: false, ...(medications ? { medications } : {}) });
+    const checked = checkResource(resource, permit.filter, permit.needed, { checkDates: false, ...(medications ? { medications } : {}) });
+    const verdict: ResourceVerdict = checked.visible && !(await refersToUnreadable(resource, permit, lookup)) ? checked : checked.visible ? { visible: false, reason: 'unverifiable_reference' } : checked;
     if (verdict.visible) return undefined;
     // One text for every consent reason: some come from resources it refers to, which the app may
     // not read (a Medication with a hidden label answers as one that does not exist). The audit
     // event keeps the reason.
     const why = verdict.reason === 'other_patient' ? 'it would not belong to the patient in context' : 'it is outside what the patient shared with this app';
     return refuse(403, 'forbidden', `this resource cannot be written: ${why}`, {}, verdict.reason);
+  }
+
+  /**
+   * Whether a resource to be written refers to patient data the token may not read. A server that
+   * checks references on write (HAPI's referential integrity, Medplum's) would refuse a reference
+   * to a missing resource and accept one to a hidden resource, so each reference to a resource of
+   * a patient-compartment type is read and judged first; missing and hidden are refused alike.
+   * Reference data (Practitioner, Organization, Medication...) says nothing about the patient.
+   */
+  async function refersToUnreadable(resource: Json, permit: Permit, lookup: Lookup): Promise<boolean> {
+    const wanted = new Map<string, Set<string>>();
+    let count = 0;
+    for (const ref of literalReferences(resource)) {
+      const rel = relativeReference(ref, permit.filter.bases ?? []);
+      if (rel === undefined) continue;
+      const m = /^([A-Z][A-Za-z]{1,63})\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/.exec(rel);
+      if (!m) return true;
+      const [, type, rid] = m as unknown as [string, string, string];
+      if (type !== 'Patient' && !PATIENT_LINKS[type]) continue;
+      if (type === 'Patient' && rid === permit.filter.patient) continue;
+      if (!FHIR_ID.test(rid)) return true;
+      if (!wanted.get(type)?.has(rid) && ++count > MAX_CHECKED_REFERENCES) return true;
+      wanted.set(type, (wanted.get(type) ?? new Set<string>()).add(rid));
+    }
+    for (const [type, ids] of wanted) {
+      const all = [...ids];
+      for (let i = 0; i < all.length; i += INCLUDE_BATCH) {
+        const batch = all.slice(i, i + INCLUDE_BATCH);
+        const res = await callUpstream('GET', `/${type}?${new URLSearchParams([['_id', batch.join(',')], ['_count', String(batch.length)]])}`);
+        if (res.status !== 200 || !isObject(res.json)) return true;
+        const found = bundleResources(res.json).filter((r) => r.resourceType === type && typeof r.id === 'string' && batch.includes(r.id));
+        if (new Set(found.map((r) => r.id)).size !== batch.length) return true;
+        const medications = await lookup(found);
+        if (found.some((r) => !checkResource(r, permit.filter, ['r', 's'], medications ? { medications } : {}).visible)) return true;
+      }
+    }
+    return false;
   }
 
   /** The operations of a JSON Patch body (RFC 6902), checked for shape only, or the refusal. */
@@ -426,7 +471,12 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       // Upstream pages are read in sizes of our choosing; the app's _count sizes the proxy's pages.
       const upstreamCount = String(Math.min(MAX_PAGE_SIZE, Math.max(permit.pageSize + 1, 100)));
       const sent: [string, string][] = [...matchParams, ['_count', upstreamCount]];
-      const from = cursor ?? { url: `${path}?${new URLSearchParams(sent)}`, skip: 0 };
+      const first = `${path}?${new URLSearchParams(sent)}`;
+      // Every upstream page must fit what any server accepts: a later page's request is longer (it
+      // carries a position), and whether it is made depends on hidden matches, so its refusal
+      // would say they exist. Judged from the request alone, before anything is sent.
+      if (first.length + PAGING_POSITION_ROOM > MAX_UPSTREAM_TARGET) return refuse(414, 'too-costly', `this search is too long to pass on: at most ${MAX_UPSTREAM_TARGET - PAGING_POSITION_ROOM} characters of path and parameters`);
+      const from = cursor ?? { url: first, skip: 0 };
       const collected = await collectPage<Outcome>({
         from,
         pageSize: permit.pageSize,
@@ -470,7 +520,8 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     });
     const written = async (method: string, path: string, payload: Buffer | undefined, extra: Record<string, string>): Promise<Outcome> => {
       const res = await callUpstream(method, path, { ...(payload ? { body: payload } : {}), headers: forwardHeaders(extra) });
-      if (res.status >= 300) return upstreamError(res.status, res.json);
+      // The server's own words about a refused write may name what the body referred to.
+      if (res.status >= 300) return upstreamError(res.status, undefined);
       const headers = passHeaders(res.headers);
       // What the server sends back is shown only if the app could read it.
       const shown = async (json: Json) => {

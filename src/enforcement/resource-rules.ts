@@ -11,11 +11,19 @@ export interface PatientLink {
 }
 
 /**
+ * A table keyed by names that come from the data (resource types, parameter names): without a
+ * prototype, `toString` or `__proto__` find nothing, as any other unknown name does.
+ */
+function lookupTable<T>(entries: Record<string, T>): Readonly<Record<string, T>> {
+  return Object.freeze(Object.assign(Object.create(null) as Record<string, T>, entries));
+}
+
+/**
  * Types in the patient compartment that the proxy can check. A `patient/` scope reaches only
  * these (and Patient itself); others, even when a server links them to a patient some other way,
  * are refused, because the proxy could not tell whose they are.
  */
-export const PATIENT_LINKS: Readonly<Record<string, PatientLink>> = {
+export const PATIENT_LINKS: Readonly<Record<string, PatientLink>> = lookupTable({
   AllergyIntolerance: { element: 'patient', search: 'patient' },
   CarePlan: { element: 'subject', search: 'patient' },
   CareTeam: { element: 'subject', search: 'patient' },
@@ -43,7 +51,7 @@ export const PATIENT_LINKS: Readonly<Record<string, PatientLink>> = {
   RiskAssessment: { element: 'subject', search: 'patient' },
   ServiceRequest: { element: 'subject', search: 'patient' },
   Specimen: { element: 'subject', search: 'patient' },
-};
+});
 
 /** Search parameters that name the patient of a search, per type (besides the one in PATIENT_LINKS). */
 export const PATIENT_SEARCH_ALIASES = ['patient', 'subject', 'beneficiary'];
@@ -53,7 +61,7 @@ export const PATIENT_SEARCH_ALIASES = ['patient', 'subject', 'beneficiary'];
  * A Period counts by its start and end. Chosen as "when the thing happened" (clinically), falling
  * back to when it was recorded.
  */
-export const DATE_ELEMENTS: Readonly<Record<string, readonly string[]>> = {
+export const DATE_ELEMENTS: Readonly<Record<string, readonly string[]>> = lookupTable({
   AllergyIntolerance: ['recordedDate', 'onsetDateTime', 'onsetPeriod'],
   CarePlan: ['period', 'created'],
   CareTeam: ['period'],
@@ -80,7 +88,7 @@ export const DATE_ELEMENTS: Readonly<Record<string, readonly string[]>> = {
   RiskAssessment: ['occurrenceDateTime', 'occurrencePeriod'],
   ServiceRequest: ['authoredOn', 'occurrenceDateTime', 'occurrencePeriod'],
   Specimen: ['collection.collectedDateTime', 'collection.collectedPeriod', 'receivedTime'],
-};
+});
 
 /** Types that describe people, places and things rather than events: a date range does not apply. */
 export const UNDATED_TYPES: ReadonlySet<string> = new Set(['Patient', 'Device', 'Practitioner', 'PractitionerRole', 'Organization', 'Location', 'Medication', 'RelatedPerson']);
@@ -131,18 +139,18 @@ export const MEDICATION_REFERENCE_TYPES: ReadonlySet<string> = new Set(['Medicat
  * terminology.hl7.org URL, the HL7 OID, and the hl7.org/fhir/v3 URL of FHIR DSTU2 and STU3 data.
  * Compared lower-cased without a trailing `/`.
  */
-export const LABEL_SYSTEM_ALIASES: Readonly<Record<string, readonly string[]>> = {
+export const LABEL_SYSTEM_ALIASES: Readonly<Record<string, readonly string[]>> = lookupTable({
   'http://terminology.hl7.org/CodeSystem/v3-ActCode': ['urn:oid:2.16.840.1.113883.5.4', 'http://hl7.org/fhir/v3/ActCode'],
   'http://terminology.hl7.org/CodeSystem/v3-Confidentiality': ['urn:oid:2.16.840.1.113883.5.25', 'http://hl7.org/fhir/v3/Confidentiality'],
-};
+});
 
 /** Confidentiality is ordered: data marked V (very restricted) is also hidden by hiding R. */
-export const STRICTER_LABELS: Readonly<Record<string, readonly string[]>> = { R: ['V'] };
+export const STRICTER_LABELS: Readonly<Record<string, readonly string[]>> = lookupTable({ R: ['V'] });
 
 /** Element a granular scope parameter (SMART `?name=value`) is matched against, and how. */
-export const SCOPE_PARAMETERS: Readonly<Record<string, { element: string; kind: 'token' | 'code' }>> = {
+export const SCOPE_PARAMETERS: Readonly<Record<string, { element: string; kind: 'token' | 'code' }>> = lookupTable({
   category: { element: 'category', kind: 'token' },
   code: { element: 'code', kind: 'token' },
   type: { element: 'type', kind: 'token' },
   status: { element: 'status', kind: 'code' },
-};
+});

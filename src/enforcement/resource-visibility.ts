@@ -8,6 +8,7 @@
  */
 import type { Permission, ResourceScope } from '../smart/scope-grammar.ts';
 import type { ConsentLimits } from './access-token.ts';
+import { RESOURCE_TYPE } from './fhir-request.ts';
 import { DATE_ELEMENTS, LABEL_SYSTEM_ALIASES, MEDICATION_REFERENCE_TYPES, PATIENT_LINKS, SCOPE_PARAMETERS, SENSITIVE_CODES, STRICTER_LABELS, UNDATED_TYPES } from './resource-rules.ts';
 
 /** Everything needed to judge a resource, fixed per request by the decision. */
@@ -69,6 +70,33 @@ function matchesConstraints(resource: Json, scope: ResourceScope): boolean {
     const element = resource[param.element];
     return param.kind === 'code' ? element === value : tokenMatches(element, value);
   });
+}
+
+/**
+ * Every literal reference in a resource (`reference` strings of Reference elements, however deep),
+ * but not those to contained resources (`#...`).
+ */
+export function* literalReferences(value: unknown): Generator<string> {
+  const stack: unknown[] = [value];
+  while (stack.length) {
+    const v = stack.pop();
+    if (Array.isArray(v)) stack.push(...v);
+    else if (isObject(v)) {
+      if (typeof v.reference === 'string' && !v.reference.startsWith('#')) yield v.reference;
+      for (const child of Object.values(v)) if (typeof child === 'object' && child !== null) stack.push(child);
+    }
+  }
+}
+
+/**
+ * A reference as `Type/id[/_history/v]` when it points at the server (relative, or absolute under
+ * one of `bases`); undefined when it points elsewhere (another server, a `urn:`), which the
+ * server cannot resolve against its own data.
+ */
+export function relativeReference(ref: string, bases: readonly string[]): string | undefined {
+  const rel = relative(ref, bases);
+  if (/^[a-z][a-z0-9+.-]*:/i.test(rel)) return undefined;
+  return rel;
 }
 
 /** Strips a known base from an absolute reference, leaving `Type/id[/_history/v]`. */
@@ -365,7 +393,11 @@ export function checkResource(resource: unknown, filter: AccessFilter, needed: r
   // names no patient or labels. An include or `$everything` brings them no more than a read does.
   if (UNSERVED_TYPES.has(resource.resourceType)) return { visible: false, reason: 'unsupported_type' };
   // FHIR forbids contained resources that contain others (dom-2); nothing below looks that deep.
-  if (asArray(resource.contained).some((c) => isObject(c) && c.contained !== undefined)) return { visible: false, reason: 'malformed' };
+  // Every part must name a real type: the rules are looked up by it.
+  if (!RESOURCE_TYPE.test(resource.resourceType)) return { visible: false, reason: 'malformed' };
+  if (asArray(resource.contained).some((c) => !isObject(c) || typeof c.resourceType !== 'string' || !RESOURCE_TYPE.test(c.resourceType) || c.contained !== undefined)) {
+    return { visible: false, reason: 'malformed' };
+  }
   const type = resource.resourceType;
   if (filter.consent) {
     const reason = consentHides(resource, type, filter, filter.consent, opts);
