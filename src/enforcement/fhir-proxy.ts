@@ -324,6 +324,18 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     return [...found.entries()].filter(([key, e]) => current.versions.has(key) && current.versions.get(key) === versionOf(e.resource as Json)).map(([, e]) => e);
   }
 
+  /** Resources of one type read by `_id`, in batches; undefined when the server refuses. */
+  async function findByIds(type: string, ids: readonly string[]): Promise<Json[] | undefined> {
+    const found: Json[] = [];
+    for (let i = 0; i < ids.length; i += INCLUDE_BATCH) {
+      const batch = ids.slice(i, i + INCLUDE_BATCH);
+      const res = await callUpstream('GET', `/${type}?${new URLSearchParams([['_id', batch.join(',')], ['_count', String(batch.length)]])}`);
+      if (res.status !== 200 || !isObject(res.json)) return undefined;
+      found.push(...bundleResources(res.json).filter((r) => r.resourceType === type && typeof r.id === 'string' && batch.includes(r.id)));
+    }
+    return found;
+  }
+
   /** The current version id of each resource (by `Type/id`), read by `_id`; absent when there is none. */
   async function currentVersions(resources: Json[]): Promise<{ versions: Map<string, string | undefined> } | { failure: Outcome }> {
     const versions = new Map<string, string | undefined>();
@@ -332,13 +344,10 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       const type = String(r.resourceType);
       if (RESOURCE_TYPE.test(type) && typeof r.id === 'string' && FHIR_ID.test(r.id)) byType.set(type, [...(byType.get(type) ?? []), r.id]);
     }
-    for (const [type, all] of byType) {
-      for (let i = 0; i < all.length; i += INCLUDE_BATCH) {
-        const batch = all.slice(i, i + INCLUDE_BATCH);
-        const res = await callUpstream('GET', `/${type}?${new URLSearchParams([['_id', batch.join(',')], ['_count', String(batch.length)]])}`);
-        if (res.status !== 200 || !isObject(res.json)) return { failure: searchRefused(res.status === 200 ? 502 : res.status, 'the FHIR server could not say which versions of the included resources are current') };
-        for (const r of bundleResources(res.json)) if (r.resourceType === type && typeof r.id === 'string') versions.set(`${type}/${r.id}`, versionOf(r));
-      }
+    for (const [type, ids] of byType) {
+      const found = await findByIds(type, ids);
+      if (!found) return { failure: refuse(502, 'exception', 'the FHIR server could not say which versions of the included resources are current') };
+      for (const r of found) versions.set(`${type}/${String(r.id)}`, versionOf(r));
     }
     return { versions };
   }
@@ -369,7 +378,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
   async function judgeWrite(resource: Json, permit: Permit, lookup: Lookup): Promise<Outcome | undefined> {
     const medications = await lookup([resource]);
     const checked = checkResource(resource, permit.filter, permit.needed, { checkDates: false, ...(medications ? { medications } : {}) });
-    const verdict: ResourceVerdict = checked.visible && !(await refersToUnreadable(resource, permit, lookup)) ? checked : checked.visible ? { visible: false, reason: 'unverifiable_reference' } : checked;
+    const verdict: ResourceVerdict = checked.visible && (await refersToUnreadable(resource, permit, lookup)) ? { visible: false, reason: 'unverifiable_reference' } : checked;
     if (verdict.visible) return undefined;
     // One text for every consent reason: some come from resources it refers to, which the app may
     // not read (a Medication with a hidden label answers as one that does not exist). The audit
@@ -401,16 +410,10 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       wanted.set(type, (wanted.get(type) ?? new Set<string>()).add(rid));
     }
     for (const [type, ids] of wanted) {
-      const all = [...ids];
-      for (let i = 0; i < all.length; i += INCLUDE_BATCH) {
-        const batch = all.slice(i, i + INCLUDE_BATCH);
-        const res = await callUpstream('GET', `/${type}?${new URLSearchParams([['_id', batch.join(',')], ['_count', String(batch.length)]])}`);
-        if (res.status !== 200 || !isObject(res.json)) return true;
-        const found = bundleResources(res.json).filter((r) => r.resourceType === type && typeof r.id === 'string' && batch.includes(r.id));
-        if (new Set(found.map((r) => r.id)).size !== batch.length) return true;
-        const medications = await lookup(found);
-        if (found.some((r) => !checkResource(r, permit.filter, ['r', 's'], medications ? { medications } : {}).visible)) return true;
-      }
+      const found = await findByIds(type, [...ids]);
+      if (!found || new Set(found.map((r) => r.id)).size !== ids.size) return true;
+      const medications = await lookup(found);
+      if (found.some((r) => !checkResource(r, permit.filter, ['r', 's'], medications ? { medications } : {}).visible)) return true;
     }
     return false;
   }
