@@ -6,15 +6,13 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRig, type Rig } from './oracle/proxy-rig.ts';
+import { ACT, one, patients } from './oracle/rig-fixtures.ts';
 import { createFhirProxy, createTokenValidator } from '../../src/enforcement/index.ts';
 import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
 
-const ACT = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
 const CONF = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 const ICD10 = 'http://hl7.org/fhir/sid/icd-10-cm';
 const HIV_LABEL = { meta: { security: [{ system: ACT, code: 'HIV' }] } };
-const patients: SeedHistory[] = ['p1', 'p2'].map((id) => ({ versions: [{ resourceType: 'Patient', id }] }));
-const one = (...versions: FhirResource[]): SeedHistory => ({ versions });
 const obs = (id: string, patient: string, extra: Record<string, unknown> = {}): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: `Patient/${patient}` }, ...extra });
 const prescription = (id: string, medication: string): FhirResource => ({ resourceType: 'MedicationRequest', id, status: 'active', intent: 'order', subject: { reference: 'Patient/p1' }, medicationReference: { reference: medication } });
 const ids = (b: Record<string, unknown>) => ((b.entry as { resource: { id: string } }[] | undefined) ?? []).map((e) => e.resource.id).sort();

@@ -7,12 +7,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRig, type Rig, type Answer } from './oracle/proxy-rig.ts';
+import { ACT, one } from './oracle/rig-fixtures.ts';
 import { createFhirProxy, createTokenValidator } from '../../src/enforcement/index.ts';
 import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
 
-const ACT = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
 const HIV = { meta: { security: [{ system: ACT, code: 'HIV' }] } };
-const one = (...versions: FhirResource[]): SeedHistory => ({ versions });
 const obs = (id: string, patient: string, extra: Record<string, unknown> = {}): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: `Patient/${patient}` }, ...extra });
 type Bundle = { entry?: { search?: { mode?: string }; resource: Record<string, unknown> & { resourceType: string; id: string } }[] };
 const keys = (a: { body: unknown }) => ((a.body as Bundle).entry ?? []).map((e) => `${e.search?.mode === 'include' ? '+' : ''}${e.resource.resourceType}/${e.resource.id}`);

@@ -7,13 +7,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRig, type Answer, type Rig } from './oracle/proxy-rig.ts';
+import { ACT, MFA, one, patients } from './oracle/rig-fixtures.ts';
 import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
 
-const ACT = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
-const patients: SeedHistory[] = ['p1', 'p2'].map((id) => ({ versions: [{ resourceType: 'Patient', id }] }));
-const one = (...versions: FhirResource[]): SeedHistory => ({ versions });
 const obs = (id: string, patient: string, extra: Record<string, unknown> = {}): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: `Patient/${patient}` }, effectiveDateTime: '2021-06-01', ...extra });
-const MFA = () => ({ acr: 'urn:custos:acr:mfa', auth_time: Math.floor(Date.now() / 1000) });
 const ids = (a: Answer) => ((a.body.entry as { resource: { id: string } }[] | undefined) ?? []).map((e) => e.resource.id).sort();
 
 describe('FHIR proxy: hidden answers as missing, a fresh review', () => {

@@ -7,11 +7,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRig, type Rig } from './oracle/proxy-rig.ts';
+import { one } from './oracle/rig-fixtures.ts';
 import { createFhirProxy, createTokenValidator } from '../../src/enforcement/index.ts';
 import { nextUpstreamPage } from '../../src/enforcement/upstream-paging.ts';
 import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
 
-const one = (...versions: FhirResource[]): SeedHistory => ({ versions });
 const cat = (code: string) => ({ category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code }] }] });
 const obs = (id: string, extra: Record<string, unknown> = {}): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: 'Patient/p1' }, ...extra });
 const patient = one({ resourceType: 'Patient', id: 'p1' });

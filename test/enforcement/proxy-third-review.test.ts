@@ -4,15 +4,11 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRig, type Answer, type Rig } from './oracle/proxy-rig.ts';
+import { startRig, type Rig } from './oracle/proxy-rig.ts';
+import { diagnostics, MFA, one, PATCH, patients } from './oracle/rig-fixtures.ts';
 import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
 
-const patients: SeedHistory[] = ['p1', 'p2'].map((id) => ({ versions: [{ resourceType: 'Patient', id }] }));
-const one = (...versions: FhirResource[]): SeedHistory => ({ versions });
 const obs = (id: string, patient: string, extra: Record<string, unknown> = {}): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: `Patient/${patient}` }, ...extra });
-const PATCH = 'application/json-patch+json';
-const MFA = () => ({ acr: 'urn:custos:acr:mfa', auth_time: Math.floor(Date.now() / 1000) });
-const diagnostics = (a: Answer) => String((a.body as { issue?: { diagnostics?: string }[] }).issue?.[0]?.diagnostics);
 
 describe('FHIR proxy: the third review', () => {
   let rig: Rig;
