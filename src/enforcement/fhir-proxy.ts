@@ -59,8 +59,6 @@ const PAGE_PATH = '/_page';
 const PAGE_LIFETIME_MS = 60 * 60 * 1000;
 /** Matches judged at most for one page (see collectPage). */
 const MAX_SCANNED = 5000;
-/** Medications read at once by `_id`. */
-const MEDICATION_BATCH = 50;
 /** The longest request target sent upstream: within the 8 KiB request line of common servers. */
 const MAX_UPSTREAM_TARGET = 6144;
 /** Room kept for the position a server's paging adds (`_offset`, `_getpages` ids...). */
@@ -69,8 +67,8 @@ const PAGING_POSITION_ROOM = 256;
 const MAX_CHECKED_REFERENCES = 100;
 /** Operations in one JSON Patch: each is applied and the result judged, so their number is bounded. */
 const MAX_PATCH_OPERATIONS = 1000;
-/** Matches whose includes are asked for at once by `_id`. */
-const INCLUDE_BATCH = 100;
+/** Ids asked for in one `_id` search (matches whose includes are wanted, drugs, referenced or included resources). */
+const ID_BATCH = 100;
 const INCLUDE_PARAM = /^_(rev)?include(:|$)/;
 
 type Json = Record<string, unknown>;
@@ -249,13 +247,10 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         if (!memo.has(`Medication/${mid}`)) current.add(mid!);
       } else memo.set(ref, null);
     }
-    const byId = [...current];
-    for (let i = 0; i < byId.length; i += MEDICATION_BATCH) {
-      const ids = byId.slice(i, i + MEDICATION_BATCH);
-      const res = await callUpstream('GET', `/Medication?_id=${ids.join(',')}&_count=${ids.length}`);
-      const found = new Map<string, Json>();
-      if (res.status === 200 && isObject(res.json)) for (const r of bundleResources(res.json)) if (r.resourceType === 'Medication' && typeof r.id === 'string') found.set(r.id, r);
-      for (const mid of ids) memo.set(`Medication/${mid}`, found.get(mid) ?? null);
+    if (current.size > 0) {
+      // A drug the server would not give counts as unreadable, which hides what names it.
+      const found = new Map(((await findByIds('Medication', [...current])) ?? []).map((r) => [String(r.id), r]));
+      for (const mid of current) memo.set(`Medication/${mid}`, found.get(mid) ?? null);
     }
     return memo;
   }
@@ -305,8 +300,8 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     ];
     for (const [groupParams, judgedAs] of groups) {
       if (groupParams.length === 0) continue;
-      for (let i = 0; i < ids.length; i += INCLUDE_BATCH) {
-        const batch = ids.slice(i, i + INCLUDE_BATCH);
+      for (let i = 0; i < ids.length; i += ID_BATCH) {
+        const batch = ids.slice(i, i + ID_BATCH);
         const query = new URLSearchParams([['_id', batch.join(',')], ...groupParams, ['_count', String(batch.length)]]);
         const res = await callUpstream('GET', `/${permit.interaction.resourceType}?${query}`);
         if (res.status !== 200) return { failure: searchRefused(res.status, 'the FHIR server could not apply _include or _revinclude; check their search parameters') };
@@ -327,8 +322,8 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
   /** Resources of one type read by `_id`, in batches; undefined when the server refuses. */
   async function findByIds(type: string, ids: readonly string[]): Promise<Json[] | undefined> {
     const found: Json[] = [];
-    for (let i = 0; i < ids.length; i += INCLUDE_BATCH) {
-      const batch = ids.slice(i, i + INCLUDE_BATCH);
+    for (let i = 0; i < ids.length; i += ID_BATCH) {
+      const batch = ids.slice(i, i + ID_BATCH);
       const res = await callUpstream('GET', `/${type}?${new URLSearchParams([['_id', batch.join(',')], ['_count', String(batch.length)]])}`);
       if (res.status !== 200 || !isObject(res.json)) return undefined;
       found.push(...bundleResources(res.json).filter((r) => r.resourceType === type && typeof r.id === 'string' && batch.includes(r.id)));

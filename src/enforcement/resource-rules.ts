@@ -10,6 +10,9 @@ export interface PatientLink {
   search: string;
 }
 
+/** Deeper than any real resource: the visibility walk reads no further, and a body may nest no deeper. */
+export const MAX_NESTING = 64;
+
 /**
  * A table keyed by names that come from the data (resource types, parameter names): without a
  * prototype, `toString` or `__proto__` find nothing, as any other unknown name does.

@@ -9,7 +9,7 @@
 import type { Permission, ResourceScope } from '../smart/scope-grammar.ts';
 import type { ConsentLimits } from './access-token.ts';
 import { RESOURCE_TYPE } from './fhir-request.ts';
-import { DATE_ELEMENTS, LABEL_SYSTEM_ALIASES, MEDICATION_REFERENCE_TYPES, PATIENT_LINKS, SCOPE_PARAMETERS, SENSITIVE_CODES, STRICTER_LABELS, UNDATED_TYPES } from './resource-rules.ts';
+import { DATE_ELEMENTS, LABEL_SYSTEM_ALIASES, MAX_NESTING, MEDICATION_REFERENCE_TYPES, PATIENT_LINKS, SCOPE_PARAMETERS, SENSITIVE_CODES, STRICTER_LABELS, UNDATED_TYPES } from './resource-rules.ts';
 
 /** Everything needed to judge a resource, fixed per request by the decision. */
 export interface AccessFilter {
@@ -176,7 +176,7 @@ const TOO_DEEP = Symbol('too deep');
 function* allCodings(value: unknown, depth = 0): Generator<{ system: string; code: string } | typeof TOO_DEEP> {
   // Real resources nest a few dozen levels at most; past that the walk stops and says so, because
   // what it did not read cannot be cleared.
-  if (depth > 64) {
+  if (depth > MAX_NESTING) {
     yield TOO_DEEP;
     return;
   }

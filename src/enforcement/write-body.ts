@@ -6,16 +6,15 @@
  * Patch may not grow the resource past the body limit (a few `copy` operations double it each).
  */
 import jsonPatch, { type Operation } from 'fast-json-patch';
+import { MAX_NESTING } from './resource-rules.ts';
 
-/** Deeper than any real resource; the visibility walk stops at the same depth. */
-export const MAX_NESTING = 64;
 
 export type BodyProblem = { problem: { status: 400 | 413 | 415 | 422; code: 'invalid' | 'not-supported' | 'too-costly' | 'processing'; text: string } };
 
 const problem = (status: BodyProblem['problem']['status'], code: BodyProblem['problem']['code'], text: string): BodyProblem => ({ problem: { status, code, text } });
 
 /** True when the media type is `expected` and any charset it names is UTF-8. */
-export function isUtf8MediaType(contentType: string | undefined, expected: RegExp): boolean {
+function isUtf8MediaType(contentType: string | undefined, expected: RegExp): boolean {
   const [type = '', ...params] = (contentType ?? '').split(';').map((p) => p.trim());
   if (!expected.test(type.toLowerCase())) return false;
   return params.every((p) => {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { startRig, type Rig } from './oracle/proxy-rig.ts';
 import { ACT, one, patients } from './oracle/rig-fixtures.ts';
 import { createFhirProxy, createTokenValidator } from '../../src/enforcement/index.ts';
-import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
+import type { FhirResource } from '../helpers/medplum-fhir-server.ts';
 
 const CONF = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 const ICD10 = 'http://hl7.org/fhir/sid/icd-10-cm';
@@ -25,13 +25,9 @@ describe('FHIR proxy: the fourth review', () => {
   after(async () => {
     await rig?.close();
   });
-  const seed = async (world: SeedHistory[]) => {
-    rig.fhir.reset();
-    await rig.fhir.seed(world);
-  };
 
   it('a prescription pinned to an old version of its drug is judged with the drug as it is now too', async () => {
-    await seed([
+    await rig.reseed([
       ...patients,
       // Version 1 is unlabelled; the current version 2 is labelled HIV.
       one({ resourceType: 'Medication', id: 'med', code: { text: 'drug' } }, { resourceType: 'Medication', id: 'med', code: { text: 'drug' }, ...HIV_LABEL }),
@@ -53,7 +49,7 @@ describe('FHIR proxy: the fourth review', () => {
   });
 
   it('$everything of a Patient the app may not see answers as that of one that does not exist', async () => {
-    await seed([...patients, one({ resourceType: 'Practitioner', id: 'dr1' }), one({ resourceType: 'Patient', id: 'p3', meta: { security: [{ system: CONF, code: 'R' }] } }), one(obs('o1', 'p1'))]);
+    await rig.reseed([...patients, one({ resourceType: 'Practitioner', id: 'dr1' }), one({ resourceType: 'Patient', id: 'p3', meta: { security: [{ system: CONF, code: 'R' }] } }), one(obs('o1', 'p1'))]);
     // Medplum's in-memory router has no $everything: this answers it as servers that have one do,
     // 404 for an unknown patient, else the Patient and its Observations.
     const upstream = rig.fhir.url;
@@ -86,7 +82,7 @@ describe('FHIR proxy: the fourth review', () => {
   });
 
   it("a Timing is dated by its events and its repeat together, and a repeat that runs on without bounds dates nothing", async () => {
-    await seed([
+    await rig.reseed([
       ...patients,
       one(obs('bounds-past-range', 'p1', { effectiveTiming: { event: ['2021-06-20'], repeat: { boundsPeriod: { start: '2021-06-20', end: '2023-01-01' } } } })),
       one(obs('counted', 'p1', { effectiveTiming: { event: ['2021-06-20'], repeat: { frequency: 1, period: 1, periodUnit: 'd', count: 400 } } })),
@@ -106,7 +102,7 @@ describe('FHIR proxy: the fourth review', () => {
       return [ext];
     };
     const code = (c: string) => ({ url: 'http://example.org/x', valueCodeableConcept: { coding: [{ system: ICD10, code: c }] } });
-    await seed([...patients, one(obs('deep-hiv', 'p1', { extension: nest(40, code('B20')) })), one(obs('deep-plain', 'p1', { extension: nest(40, code('J45')) })), one(obs('shallow-plain', 'p1', { extension: nest(5, code('J45')) }))]);
+    await rig.reseed([...patients, one(obs('deep-hiv', 'p1', { extension: nest(40, code('B20')) })), one(obs('deep-plain', 'p1', { extension: nest(40, code('J45')) })), one(obs('shallow-plain', 'p1', { extension: nest(5, code('J45')) }))]);
     const hides = await rig.mint({ scopes: ['patient/*.rs'], patient: 'p1', sub: 'u1', consent: { hiddenLabels: ['HIV'] } });
     // What the walk could not read cannot be cleared, whatever it holds.
     assert.deepEqual(ids((await rig.get('/Observation', hides)).body), ['shallow-plain']);
@@ -116,7 +112,7 @@ describe('FHIR proxy: the fourth review', () => {
 
   it('a contained clinical record is judged by its own type and date; contained reference data goes with its container', async () => {
     const report = (id: string, contained: Record<string, unknown>[]): FhirResource => ({ resourceType: 'DiagnosticReport', id, status: 'final', code: { text: id }, subject: { reference: 'Patient/p1' }, effectiveDateTime: '2021-06-20', contained });
-    await seed([
+    await rig.reseed([
       ...patients,
       one(report('old-condition', [{ resourceType: 'Condition', id: 'c', subject: { reference: 'Patient/p1' }, code: { text: 'condition from 2010' }, recordedDate: '2010-01-01' }])),
       one(report('recent-observation', [{ resourceType: 'Observation', id: 'o', status: 'final', code: { text: 'x' }, subject: { reference: 'Patient/p1' }, effectiveDateTime: '2021-06-19' }])),
@@ -132,7 +128,7 @@ describe('FHIR proxy: the fourth review', () => {
   });
 
   it('a resource whose contained resource contains another (which FHIR forbids) is not shown', async () => {
-    await seed([
+    await rig.reseed([
       ...patients,
       one(obs('nested', 'p1', { contained: [{ ...obs('in', 'p1'), subject: { reference: '#' }, contained: [{ ...obs('in2', 'p1'), ...HIV_LABEL }] }] })),
       one(obs('flat', 'p1', { contained: [{ ...obs('in', 'p1'), subject: { reference: '#' } }] })),

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { startRig, type Rig, type Answer } from './oracle/proxy-rig.ts';
 import { ACT, one } from './oracle/rig-fixtures.ts';
 import { createFhirProxy, createTokenValidator } from '../../src/enforcement/index.ts';
-import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
+import type { FhirResource } from '../helpers/medplum-fhir-server.ts';
 
 const HIV = { meta: { security: [{ system: ACT, code: 'HIV' }] } };
 const obs = (id: string, patient: string, extra: Record<string, unknown> = {}): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: `Patient/${patient}` }, ...extra });
@@ -25,10 +25,6 @@ describe('FHIR proxy: the include review', () => {
   after(async () => {
     await rig?.close();
   });
-  const seed = async (world: SeedHistory[]) => {
-    rig.fhir.reset();
-    await rig.fhir.seed(world);
-  };
 
   /** A second proxy in front of the same Medplum, with `fetch` wrapped to act as another server would. */
   async function withProxy(wrap: (upstream: string) => typeof fetch, run: (get: (jwt: string, path: string) => Promise<Answer>) => Promise<void>) {
@@ -54,7 +50,7 @@ describe('FHIR proxy: the include review', () => {
   }
 
   it('Bundle and Binary resources, refused when asked for, are not brought along by _include or _revinclude', async () => {
-    await seed([
+    await rig.reseed([
       one({ resourceType: 'Patient', id: 'p1' }),
       one({ resourceType: 'Practitioner', id: 'dr1' }),
       one({ resourceType: 'Binary', id: 'bin', contentType: 'text/plain', data: 'SElWIHBvc2l0aXZl' }),
@@ -84,7 +80,7 @@ describe('FHIR proxy: the include review', () => {
   });
 
   it('an included version is shown only while the resource as it is now may be (a server that honours versioned references)', async () => {
-    await seed([
+    await rig.reseed([
       one({ resourceType: 'Patient', id: 'p1' }),
       one({ resourceType: 'Patient', id: 'p2' }),
       // Labelled HIV since version 1; moved to another patient since version 1.
@@ -121,7 +117,7 @@ describe('FHIR proxy: the include review', () => {
   });
 
   it("$everything drops the server's own outcome entries, as a search does", async () => {
-    await seed([one({ resourceType: 'Patient', id: 'p1' }), one({ resourceType: 'Practitioner', id: 'dr1' }), one(obs('o1', 'p1'))]);
+    await rig.reseed([one({ resourceType: 'Patient', id: 'p1' }), one({ resourceType: 'Practitioner', id: 'dr1' }), one(obs('o1', 'p1'))]);
     const everything = (upstream: string): typeof fetch => async (input, init) => {
       const m = /\/Patient\/([^/?]+)\/\$everything/.exec(String(input));
       if (!m) return fetch(input, init);
@@ -140,7 +136,7 @@ describe('FHIR proxy: the include review', () => {
   });
 
   it('a token that may read but not search Observations cannot list them through _revinclude', async () => {
-    await seed([one({ resourceType: 'Patient', id: 'p1' }), one(obs('o1', 'p1')), one(obs('o2', 'p1'))]);
+    await rig.reseed([one({ resourceType: 'Patient', id: 'p1' }), one(obs('o1', 'p1')), one(obs('o2', 'p1'))]);
     const jwt = await rig.mint({ scopes: ['patient/Patient.rs', 'patient/Observation.r'], patient: 'p1', sub: 'u1' });
     assert.equal((await rig.get('/Observation', jwt)).status, 403, 'a search of Observations is refused');
     assert.equal((await rig.get('/Observation/o1', jwt)).status, 200, 'a read is allowed');

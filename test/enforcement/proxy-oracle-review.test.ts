@@ -8,7 +8,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRig, type Answer, type Rig } from './oracle/proxy-rig.ts';
 import { ACT, MFA, one, patients } from './oracle/rig-fixtures.ts';
-import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
+import type { FhirResource } from '../helpers/medplum-fhir-server.ts';
 
 const obs = (id: string, patient: string, extra: Record<string, unknown> = {}): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: `Patient/${patient}` }, effectiveDateTime: '2021-06-01', ...extra });
 const ids = (a: Answer) => ((a.body.entry as { resource: { id: string } }[] | undefined) ?? []).map((e) => e.resource.id).sort();
@@ -21,13 +21,9 @@ describe('FHIR proxy: hidden answers as missing, a fresh review', () => {
   after(async () => {
     await rig?.close();
   });
-  const seed = async (world: SeedHistory[]) => {
-    rig.fhir.reset();
-    await rig.fhir.seed(world);
-  };
 
   it('refuses, before sending anything, a search too long for every upstream page to be asked for', async () => {
-    await seed([...patients, one(obs('o1', 'p1'))]);
+    await rig.reseed([...patients, one(obs('o1', 'p1'))]);
     const jwt = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1' });
     const mark = rig.fhir.requests.length;
     const long = await rig.get(`/Observation?code=${'x'.repeat(6000)}`, jwt);
@@ -40,7 +36,7 @@ describe('FHIR proxy: hidden answers as missing, a fresh review', () => {
   });
 
   it('refuses a write that refers to patient data the app may not read, missing and hidden alike', async () => {
-    await seed([
+    await rig.reseed([
       ...patients,
       one(obs('mine', 'p1')),
       one(obs('theirs', 'p2')),
@@ -60,7 +56,7 @@ describe('FHIR proxy: hidden answers as missing, a fresh review', () => {
   });
 
   it('a contained resource typed as a prototype key is malformed, not a crash', async () => {
-    await seed([...patients, ...['toString', 'constructor', '__proto__', 'hasOwnProperty'].map((type, i) => one(obs(`odd-${i}`, 'p1', { contained: [{ resourceType: type, id: 'c' }] }))), one(obs('plain', 'p1'))]);
+    await rig.reseed([...patients, ...['toString', 'constructor', '__proto__', 'hasOwnProperty'].map((type, i) => one(obs(`odd-${i}`, 'p1', { contained: [{ resourceType: type, id: 'c' }] }))), one(obs('plain', 'p1'))]);
     const jwt = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1', consent: { hiddenLabels: [], start: '2020-01-01' } });
     const search = await rig.get('/Observation', jwt);
     assert.equal(search.status, 200, search.text);

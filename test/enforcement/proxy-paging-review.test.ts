@@ -10,7 +10,7 @@ import { startRig, type Rig } from './oracle/proxy-rig.ts';
 import { one } from './oracle/rig-fixtures.ts';
 import { createFhirProxy, createTokenValidator } from '../../src/enforcement/index.ts';
 import { nextUpstreamPage } from '../../src/enforcement/upstream-paging.ts';
-import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
+import type { FhirResource } from '../helpers/medplum-fhir-server.ts';
 
 const cat = (code: string) => ({ category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code }] }] });
 const obs = (id: string, extra: Record<string, unknown> = {}): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: 'Patient/p1' }, ...extra });
@@ -27,14 +27,10 @@ describe('FHIR proxy: paging by position only', () => {
   after(async () => {
     await rig?.close();
   });
-  const seed = async (world: SeedHistory[]) => {
-    rig.fhir.reset();
-    await rig.fhir.seed(world);
-  };
   const visible = (n: number) => Array.from({ length: n }, (_, i) => one(obs(`v${String(i).padStart(3, '0')}`, cat('vital-signs'))));
 
   it('reads a long result across upstream pages, asking each with the checked parameters and a position', async () => {
-    await seed([patient, ...visible(250)]);
+    await rig.reseed([patient, ...visible(250)]);
     const token = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1' });
     const mark = rig.fhir.requests.length;
     const got: string[] = [];
@@ -56,7 +52,7 @@ describe('FHIR proxy: paging by position only', () => {
   });
 
   it("sends nothing a server's next link adds: only its position is taken", async () => {
-    await seed([patient, ...visible(150)]);
+    await rig.reseed([patient, ...visible(150)]);
     // A server that writes into its next links what it was never asked (or copies raw what was).
     const tampering: typeof fetch = async (input, init) => {
       const res = await fetch(input, init);
@@ -84,7 +80,7 @@ describe('FHIR proxy: paging by position only', () => {
   });
 
   it('refuses, at the request, values a server might copy raw into its links', async () => {
-    await seed([patient, ...visible(3)]);
+    await rig.reseed([patient, ...visible(3)]);
     const token = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1' });
     const mark = rig.fhir.requests.length;
     for (const [query, why] of [
@@ -107,7 +103,7 @@ describe('FHIR proxy: paging by position only', () => {
     const q = `/Observation?_sort=_id&_count=100&code:not=${encodeURIComponent(`${'x '.repeat(400)}y`)}`;
     const lengths: number[] = [];
     for (const world of [visible(101), [one(obs('a-hidden', cat('laboratory'))), ...visible(101)]]) {
-      await seed([patient, ...world]);
+      await rig.reseed([patient, ...world]);
       const a = await rig.get(q, token);
       assert.equal(a.status, 200, a.text);
       assert.equal(idsOf(a.body).length, 100);
@@ -117,7 +113,7 @@ describe('FHIR proxy: paging by position only', () => {
   });
 
   it("pages through a long history the same way", async () => {
-    await seed([patient, one(...Array.from({ length: 130 }, (_, i) => obs('long', { valueInteger: i })))]);
+    await rig.reseed([patient, one(...Array.from({ length: 130 }, (_, i) => obs('long', { valueInteger: i })))]);
     const token = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1' });
     let answer = await rig.get('/Observation/long/_history?_count=50', token);
     let versions = 0;

@@ -165,8 +165,7 @@ describe('FHIR proxy regressions against Medplum', () => {
   });
 
   it('a search parameter the proxy does not know goes to the server, whose answer is still filtered; nothing is written', async () => {
-    rig.fhir.reset();
-    await rig.fhir.seed([...patients, one(obs('o1', 'p1')), one(obs('o2', 'p2'))]);
+    await rig.reseed([...patients, one(obs('o1', 'p1')), one(obs('o2', 'p2'))]);
     const jwt = await rig.mint({ scopes: ['patient/*.rs'], patient: 'p1', sub: 'u1' });
     const answer = await rig.get('/Observation?no-such-parameter=1', jwt);
     assert.ok(answer.status < 500, answer.text);
@@ -176,8 +175,7 @@ describe('FHIR proxy regressions against Medplum', () => {
   });
 
   it("a patient/ scope on a token without a patient in context reaches only the patient user's own record", async () => {
-    rig.fhir.reset();
-    await rig.fhir.seed([...patients, one(obs('o1', 'p1')), one(obs('o2', 'p2'))]);
+    await rig.reseed([...patients, one(obs('o1', 'p1')), one(obs('o2', 'p2'))]);
     const jwt = await rig.mint({ scopes: ['patient/*.rs'], fhirUser: 'Patient/p1', sub: 'u1' });
     assert.equal((await rig.get('/Observation/o1', jwt)).status, 200);
     assert.equal((await rig.get('/Observation/o2', jwt)).status, 404);

@@ -30,10 +30,6 @@ describe('FHIR proxy: the second review', () => {
   after(async () => {
     await rig?.close();
   });
-  const seed = async (world: SeedHistory[]) => {
-    rig.fhir.reset();
-    await rig.fhir.seed(world);
-  };
 
   it('_include and _revinclude bring only what the matches shown refer to, or are referred to by', async () => {
     const world = [
@@ -44,7 +40,7 @@ describe('FHIR proxy: the second review', () => {
       one(obs('panel-shown', 'p1', { hasMember: [{ reference: 'Observation/o-hiv' }] })),
     ];
     const token: OracleToken = { scopes: ['patient/*.rs'], patient: 'p1', sub: 'u1', consent: { hiddenLabels: ['HIV'] } };
-    await seed(world);
+    await rig.reseed(world);
     const jwt = await rig.mint(token);
     const same = async (a: string, b: string) => {
       const [x, y] = [await rig.get(a, jwt), await rig.get(b, jwt)];
@@ -67,7 +63,7 @@ describe('FHIR proxy: the second review', () => {
   });
 
   it('an include the server does not know fails alike whatever matches; bad include syntax is refused before anything is sent', async () => {
-    await seed([...patients, one(obs('o-hiv', 'p1', hiv)), one(obs('o-fine', 'p1'))]);
+    await rig.reseed([...patients, one(obs('o-hiv', 'p1', hiv)), one(obs('o-fine', 'p1'))]);
     const jwt = await rig.mint({ scopes: ['patient/*.rs'], patient: 'p1', sub: 'u1', consent: { hiddenLabels: ['HIV'] } });
     const hidden = await rig.get('/Observation?_id=o-hiv&_include=Observation:no-such-param', jwt);
     const missing = await rig.get('/Observation?_id=none&_include=Observation:no-such-param', jwt);
@@ -90,7 +86,7 @@ describe('FHIR proxy: the second review', () => {
   });
 
   it('a create never forwards the id in its body, so it cannot probe which ids exist', async () => {
-    await seed([...patients, one(obs('theirs', 'p2')), one(obs('mine', 'p1'))]);
+    await rig.reseed([...patients, one(obs('theirs', 'p2')), one(obs('mine', 'p1'))]);
     const jwt = await rig.mint({ scopes: ['patient/Observation.cruds'], patient: 'p1', sub: 'u1' }, undefined, MFA());
     const created: Answer[] = [];
     for (const id of ['theirs', 'mine', 'never-was']) {
@@ -109,7 +105,7 @@ describe('FHIR proxy: the second review', () => {
   });
 
   it('a JSON Patch is applied to the current version and the result judged exactly as a PUT of it', async () => {
-    await seed([
+    await rig.reseed([
       ...patients,
       one({ resourceType: 'Medication', id: 'med-hiv', code: { coding: [{ system: SNOMED, code: '86406008' }] } }),
       one({ resourceType: 'Medication', id: 'med-ok', code: { coding: [{ system: SNOMED, code: '44054006' }] } }),
@@ -159,7 +155,7 @@ describe('FHIR proxy: the second review', () => {
   });
 
   it('an id of dots is refused before anything is sent, however it is spelt', async () => {
-    await seed([...patients, one(obs('o1', 'p1')), one(obs('o2', 'p2'))]);
+    await rig.reseed([...patients, one(obs('o1', 'p1')), one(obs('o2', 'p2'))]);
     const jwt = await rig.mint({ scopes: ['patient/*.cruds'], patient: 'p1', sub: 'u1' }, undefined, MFA());
     const mark = rig.fhir.requests.length;
     const cases: [string, string][] = [
@@ -200,7 +196,7 @@ describe('FHIR proxy: the second review', () => {
   });
 
   it('a token bound to a key (cnf) is refused as a bearer token with 401 invalid_token', async () => {
-    await seed([...patients, one(obs('o1', 'p1'))]);
+    await rig.reseed([...patients, one(obs('o1', 'p1'))]);
     const token: OracleToken = { scopes: ['patient/*.rs'], patient: 'p1', sub: 'u1' };
     assert.equal((await rig.get('/Observation/o1', await rig.mint(token))).status, 200);
     for (const cnf of [{ jkt: '0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I' }, { 'x5t#S256': 'bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2' }]) {

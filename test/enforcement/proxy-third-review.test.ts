@@ -18,13 +18,9 @@ describe('FHIR proxy: the third review', () => {
   after(async () => {
     await rig?.close();
   });
-  const seed = async (world: SeedHistory[]) => {
-    rig.fhir.reset();
-    await rig.fhir.seed(world);
-  };
 
   it('a JSON Patch needs read as well as update: a test operation or the patched resource would show what the token may not read', async () => {
-    await seed([...patients, one(obs('lab', 'p1', { valueString: 'secret value', category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }] }))]);
+    await rig.reseed([...patients, one(obs('lab', 'p1', { valueString: 'secret value', category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'laboratory' }] }] }))]);
     const updateOnly = await rig.mint({ scopes: ['patient/Observation.u'], patient: 'p1', sub: 'u1' }, undefined, MFA());
     const readsVitals = await rig.mint({ scopes: ['patient/Observation.u', 'patient/Observation.r?category=vital-signs'], patient: 'p1', sub: 'u1' }, undefined, MFA());
     const readsAll = await rig.mint({ scopes: ['patient/Observation.ru'], patient: 'p1', sub: 'u1' }, undefined, MFA());
@@ -54,7 +50,7 @@ describe('FHIR proxy: the third review', () => {
     const hidden = Array.from({ length: 15 }, (_, i) => one(obs(`m${String(i).padStart(2, '0')}`, 'p1', lab)));
     const token = await rig.mint({ scopes: ['patient/Observation.rs?category=vital-signs'], patient: 'p1', sub: 'u1' });
     const firstPage = async (world: SeedHistory[]) => {
-      await seed(world);
+      await rig.reseed(world);
       const answer = await rig.get('/Observation?_sort=_id&_count=1', token);
       assert.equal(answer.status, 200, answer.text);
       const body = answer.body as { entry?: { resource: { id: string } }[]; link: { relation: string; url: string }[] };
@@ -86,7 +82,7 @@ describe('FHIR proxy: the third review', () => {
 
   it('a refused write says the same whatever in a referenced Medication the app cannot read decided it', async () => {
     const SNOMED = 'http://snomed.info/sct';
-    await seed([
+    await rig.reseed([
       ...patients,
       one({ resourceType: 'Medication', id: 'med-labelled', meta: { security: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'HIV' }] }, code: { text: 'x' } }),
       one({ resourceType: 'Medication', id: 'med-coded', code: { coding: [{ system: SNOMED, code: '86406008' }] } }),
@@ -104,7 +100,7 @@ describe('FHIR proxy: the third review', () => {
 
   it('a paging link holds at another instance given the same secret, and only then', async () => {
     const vital = { category: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/observation-category', code: 'vital-signs' }] }] };
-    await seed([...patients, one(obs('a', 'p1', vital)), one(obs('b', 'p1', vital))]);
+    await rig.reseed([...patients, one(obs('a', 'p1', vital)), one(obs('b', 'p1', vital))]);
     const token = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1' });
     const nextOf = async () => {
       const first = await rig.get('/Observation?_sort=_id&_count=1', token);

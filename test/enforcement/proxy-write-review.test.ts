@@ -7,7 +7,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRig, type Answer, type Rig } from './oracle/proxy-rig.ts';
 import { ACT, diagnostics, MFA, one, PATCH, patients } from './oracle/rig-fixtures.ts';
-import type { FhirResource, SeedHistory } from '../helpers/medplum-fhir-server.ts';
+import type { FhirResource } from '../helpers/medplum-fhir-server.ts';
 
 const obs = (id: string, patient: string, extra: Record<string, unknown> = {}): FhirResource => ({ resourceType: 'Observation', id, status: 'final', code: { text: id }, subject: { reference: `Patient/${patient}` }, ...extra });
 const ids = (a: Answer) => ((a.body.entry as { resource: { id: string } }[] | undefined) ?? []).map((e) => e.resource.id).sort();
@@ -20,15 +20,11 @@ describe('FHIR proxy: the write review', () => {
   after(async () => {
     await rig?.close();
   });
-  const seed = async (world: SeedHistory[]) => {
-    rig.fhir.reset();
-    await rig.fhir.seed(world);
-  };
   const writer = (consent: { hiddenLabels: string[] } = { hiddenLabels: ['ETH'] }) =>
     rig.mint({ scopes: ['patient/Observation.cruds', 'patient/MedicationRequest.cruds', 'patient/Medication.rs'], patient: 'p1', sub: 'u1', consent }, undefined, MFA());
 
   it('sends the server the JSON it judged, as UTF-8 fhir+json, whatever the app declared, and refuses another charset', async () => {
-    await seed(patients);
+    await rig.reseed(patients);
     const jwt = await writer();
     const mark = rig.fhir.writes().length;
     for (const contentType of ['application/fhir+json; charset=utf-7', 'application/json;charset="UTF-16"', 'application/fhir+json; charset=latin1']) {
@@ -45,7 +41,7 @@ describe('FHIR proxy: the write review', () => {
   });
 
   it("keeps its own version guard: an app's If-Match may only name the current version", async () => {
-    await seed([...patients, one(obs('rec', 'p1'))]);
+    await rig.reseed([...patients, one(obs('rec', 'p1'))]);
     const jwt = await writer();
     const mark = rig.fhir.writes().length;
     for (const ifMatch of ['*', 'x', '', 'W/"7"', '"7", "8"', '"1"x', 'W/ "1"', '"7", *']) {
@@ -66,7 +62,7 @@ describe('FHIR proxy: the write review', () => {
   });
 
   it('bounds what a JSON Patch may build: copies that double the resource are refused before they are made', async () => {
-    await seed([...patients, one(obs('rec', 'p1', { note: [{ text: 'x'.repeat(200) }] }))]);
+    await rig.reseed([...patients, one(obs('rec', 'p1', { note: [{ text: 'x'.repeat(200) }] }))]);
     const jwt = await writer();
     const mark = rig.fhir.writes().length;
     // Each copy of the list into itself doubles the resource: 40 of them, in under 2 KB, would be terabytes.
@@ -80,7 +76,7 @@ describe('FHIR proxy: the write review', () => {
   });
 
   it('refuses a body nested deeper than any resource with a 400, also when the consent hides nothing', async () => {
-    await seed(patients);
+    await rig.reseed(patients);
     const jwt = await writer({ hiddenLabels: [] });
     // Written out by hand: serialising this from an object is what overflows the stack.
     const levels = 20_000;
@@ -96,7 +92,7 @@ describe('FHIR proxy: the write review', () => {
   });
 
   it('reads a label whose system is null or blank as one without a system, when writing and when reading', async () => {
-    await seed([...patients, ...['', '  ', null].map((system, i) => one(obs(`stored-${i}`, 'p1', { meta: { security: [{ system, code: 'ETH' }] } }))), one(obs('plain', 'p1'))]);
+    await rig.reseed([...patients, ...['', '  ', null].map((system, i) => one(obs(`stored-${i}`, 'p1', { meta: { security: [{ system, code: 'ETH' }] } }))), one(obs('plain', 'p1'))]);
     const jwt = await writer();
     const mark = rig.fhir.writes().length;
     for (const system of ['', ' ', null]) {
@@ -108,7 +104,7 @@ describe('FHIR proxy: the write review', () => {
   });
 
   it('a medicationReference that is not one Reference names a drug that cannot be checked', async () => {
-    await seed([
+    await rig.reseed([
       ...patients,
       one({ resourceType: 'Medication', id: 'med-eth', code: { text: 'x' }, meta: { security: [{ system: ACT, code: 'ETH' }] } }),
       one({ resourceType: 'MedicationRequest', id: 'listed', status: 'active', intent: 'order', subject: { reference: 'Patient/p1' }, medicationReference: [{ reference: 'Medication/med-eth' }] }),
@@ -121,7 +117,7 @@ describe('FHIR proxy: the write review', () => {
   });
 
   it('a Timing repeat offset (minutes from the event, without bound) dates nothing', async () => {
-    await seed([
+    await rig.reseed([
       ...patients,
       one(obs('offset', 'p1', { effectiveTiming: { event: ['2020-12-30'], repeat: { when: ['ACM'], offset: 576000 } } })),
       one(obs('mealtime', 'p1', { effectiveTiming: { event: ['2020-12-30'], repeat: { when: ['ACM'] } } })),
@@ -132,7 +128,7 @@ describe('FHIR proxy: the write review', () => {
 
   it('bounds the work a JSON Patch asks for, not only its result, and does not overcount what it replaces', async () => {
     const big = 'z'.repeat(600_000);
-    await seed([...patients, one(obs('large', 'p1', { valueString: big })), one(obs('small', 'p1'))]);
+    await rig.reseed([...patients, one(obs('large', 'p1', { valueString: big })), one(obs('small', 'p1'))]);
     const jwt = await writer({ hiddenLabels: [] });
     const mark = rig.fhir.writes().length;
     // Each move is checked on a copy of the whole resource: a thousand of them on a large one would
@@ -151,7 +147,7 @@ describe('FHIR proxy: the write review', () => {
   it('refuses a patch whose result nests deeper than a body may', async () => {
     let chain: Record<string, unknown> = { url: 'x', valueString: 'bottom' };
     for (let i = 0; i < 30; i++) chain = { url: 'x', extension: [chain] };
-    await seed([...patients, one(obs('chained', 'p1', { extension: [chain] }))]);
+    await rig.reseed([...patients, one(obs('chained', 'p1', { extension: [chain] }))]);
     const jwt = await writer({ hiddenLabels: [] });
     const mark = rig.fhir.writes().length;
     // Copying the chain under its own deepest link doubles its depth.

@@ -26,8 +26,7 @@ const comparable = (a: Answer) => {
 
 export async function checkWorld(rig: Rig, histories: readonly SeedHistory[], token: OracleToken, opts: { counts: number[]; stats?: CheckStats } = { counts: [2] }): Promise<string[]> {
   const { fhir } = rig;
-  fhir.reset();
-  await fhir.seed(histories);
+  await rig.reseed(histories);
   const problems: string[] = [];
   const problem = (line: string) => {
     if (problems.length < 12) problems.push(line);

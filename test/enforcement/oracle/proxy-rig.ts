@@ -10,7 +10,7 @@ import { SignJWT, exportJWK, generateKeyPair } from 'jose';
 import { createFhirProxy, createTokenValidator } from '../../../src/enforcement/index.ts';
 import { consentDetails } from '../../../src/consent/visibility.ts';
 import type { SensitiveLabel } from '../../../src/consent/security-labels.ts';
-import { startMedplumFhirServer, type MedplumFhirServer } from '../../helpers/medplum-fhir-server.ts';
+import { startMedplumFhirServer, type MedplumFhirServer, type SeedHistory } from '../../helpers/medplum-fhir-server.ts';
 import type { OracleToken } from './visibility-oracle.ts';
 
 export interface Answer {
@@ -33,6 +33,8 @@ export interface Rig {
    * segments before they left) and a JSON body when one is given.
    */
   send(method: string, path: string, jwt: string, body?: unknown, contentType?: string, headers?: Record<string, string>): Promise<Answer>;
+  /** Empties the FHIR server and stores `world` in it. */
+  reseed(world: readonly SeedHistory[]): Promise<void>;
   /** A new proxy instance in place of the running one, at the same address (as behind a load balancer). */
   replaceProxy(opts?: { pageKey?: Buffer }): void;
   close(): Promise<void>;
@@ -81,6 +83,10 @@ export async function startRig(): Promise<Rig> {
     proxyUrl,
     issuer,
     replaceProxy: useProxy,
+    async reseed(world) {
+      fhir.reset();
+      await fhir.seed(world);
+    },
     async mint(token, clientId = 'differential-app', extra = {}) {
       serial += 1;
       const now = Math.floor(Date.now() / 1000);
