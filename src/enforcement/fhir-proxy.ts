@@ -17,8 +17,8 @@ import { decide, MAX_PAGE_SIZE, type Decision, type EnforcementPolicy, type Perm
 import { FHIR_ID, RESOURCE_TYPE, parseFhirRequest } from './fhir-request.ts';
 import { operationOutcome, type IssueCode } from './operation-outcome.ts';
 import { bundleResources, checkSingle, judgeEntries, rewriteEntry, type FilterReport } from './response-filter.ts';
-import { checkResource, literalReferences, medicationReferences, relativeReference, type ReferencedMedications, type ResourceVerdict } from './resource-visibility.ts';
-import { PATIENT_LINKS } from './resource-rules.ts';
+import { MAX_DRUG_REFERENCES, checkResource, literalReferences, medicationReferences, relativeReference, type ReferencedMedications } from './resource-visibility.ts';
+import { PATIENT_LINKS, REFERENCE_DATA_TYPES } from './resource-rules.ts';
 import { collectPage, type Cursor } from './paging.ts';
 import { createPageLinkSeal } from './page-link-seal.ts';
 import { applyPatchBounded, parseJsonBody } from './write-body.ts';
@@ -59,7 +59,7 @@ const PAGE_PATH = '/_page';
 const PAGE_LIFETIME_MS = 60 * 60 * 1000;
 /** Matches judged at most for one page (see collectPage). */
 const MAX_SCANNED = 5000;
-/** The longest request target sent upstream: within the 8 KiB request line of common servers. */
+/** The longest request target sent upstream, or handed out as a paging link: within the 8 KiB request line of common servers. */
 const MAX_UPSTREAM_TARGET = 6144;
 /** Room kept for the position a server's paging adds (`_offset`, `_getpages` ids...). */
 const PAGING_POSITION_ROOM = 256;
@@ -69,9 +69,25 @@ const MAX_CHECKED_REFERENCES = 100;
 const MAX_PATCH_OPERATIONS = 1000;
 /** Ids asked for in one `_id` search (matches whose includes are wanted, drugs, referenced or included resources). */
 const ID_BATCH = 100;
+/** Versions of a drug read back when a prescription pins an older one (one history page). */
+const DRUG_HISTORY_COUNT = 100;
 const INCLUDE_PARAM = /^_(rev)?include(:|$)/;
 
 type Json = Record<string, unknown>;
+
+/**
+ * The path of a POST `_search` without its `_search` segment, however that is spelt (`%5Fsearch`,
+ * a trailing `/`: the request parser decodes segments), or undefined for any other path.
+ */
+function searchBase(path: string): string | undefined {
+  const m = /^(.*?)\/+([^/]+)\/*$/.exec(path);
+  if (!m) return undefined;
+  try {
+    return decodeURIComponent(m[2]!) === '_search' ? m[1] : undefined;
+  } catch {
+    return undefined;
+  }
+}
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const entryKey = (e: Json) => `${String((e.resource as Json).resourceType)}/${String((e.resource as Json).id)}`;
 const versionOf = (r: Json) => (isObject(r.meta) && typeof r.meta.versionId === 'string' ? r.meta.versionId : undefined);
@@ -154,13 +170,22 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
 
   const resourceUrl = (url: string) => (url.startsWith(`${upstream}/`) ? `${base()}${url.slice(upstream.length)}` : undefined);
 
-  /** A sealed link to the proxy standing for the page that starts at `cursor`. */
-  function pageLink(cursor: Cursor, originalRequest: string, facts: AccessFacts): string {
-    const state = { u: cursor.url, k: cursor.skip, r: originalRequest, c: facts.clientId ?? null, p: facts.patient ?? null, s: facts.sub ?? null, e: clock() + PAGE_LIFETIME_MS };
-    // What the holder knows the state holds (its request, its token's facts) sizes the padding.
-    const known = originalRequest.length + [state.c, state.p, state.s].reduce((n, v) => n + (v?.length ?? 0), 0);
-    return `${base()}${PAGE_PATH}?page=${pageSeal.seal(state, known)}`;
+  /**
+   * A sealed link to the proxy standing for the page that starts at `cursor`. The upstream
+   * request it resumes is kept as what it adds to the search's first one (`first`), which the
+   * proxy builds again from the request: the link carries the search once, not twice.
+   */
+  function pageLink(cursor: Cursor, first: string, originalRequest: string, facts: AccessFacts): string {
+    const u = cursor.url === first ? '' : cursor.url.startsWith(`${first}&`) ? cursor.url.slice(first.length) : cursor.url;
+    const state = { u, k: cursor.skip, r: originalRequest, c: facts.clientId ?? null, p: facts.patient ?? null, s: facts.sub ?? null, e: clock() + PAGE_LIFETIME_MS };
+    return `${base()}${PAGE_PATH}?page=${pageSeal.seal(state, knownToHolder(originalRequest, facts))}`;
   }
+
+  /** What the holder of a paging link knows its state holds (its request, its token's facts), which sizes the padding. */
+  const knownToHolder = (originalRequest: string, facts: AccessFacts) => Buffer.byteLength(JSON.stringify([originalRequest, facts.clientId ?? null, facts.patient ?? null, facts.sub ?? null]));
+
+  /** The upstream request a paging link's `u` stands for (see {@link pageLink}). */
+  const resumeAt = (u: string, first: string) => (u === '' ? first : u.startsWith('&') ? `${first}${u}` : u);
 
   /** An upstream link as a path below the upstream base; a link elsewhere is the server misbehaving. */
   function belowUpstream(url: string): string {
@@ -228,31 +253,66 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
   type Lookup = (resources: Json[]) => Promise<ReferencedMedications | undefined>;
 
   /**
-   * The Medications that `resources` refer to, read upstream once per request, when the consent
-   * hides anything a drug could reveal. One that cannot be read is recorded as `null` (and hides
-   * what refers to it).
+   * Reads the Medications that resources refer to, each once per request (one lookup serves one
+   * request), when the consent hides anything a drug could reveal. One that cannot be read is recorded as `null` (and hides
+   * what refers to it). The reads are bounded by the drugs that exist, not by what a resource
+   * names: current versions come by `_id` in batches, and a pinned older version from one read of
+   * its drug's history, so a resource pinning thousands of made-up versions costs no more than
+   * one pinning a real one. A resource naming more drugs than can be judged is hidden unread.
    */
-  async function medicationsFor(resources: Json[], permit: Permit, memo: Map<string, Json | null>): Promise<ReferencedMedications | undefined> {
-    if (!permit.filter.consent?.hiddenLabels.length) return undefined;
-    const current = new Set<string>();
-    for (const ref of new Set(resources.flatMap((r) => medicationReferences(r, permit.filter.bases)))) {
-      if (memo.has(ref)) continue;
-      const [type, mid, history, version, ...rest] = ref.split('/');
-      const valid = type === 'Medication' && FHIR_ID.test(mid ?? '') && rest.length === 0;
-      if (valid && history === undefined) current.add(mid!);
-      else if (valid && history === '_history' && FHIR_ID.test(version ?? '')) {
-        const res = await callUpstream('GET', `/Medication/${mid}/_history/${version}`);
-        memo.set(ref, res.status === 200 && isObject(res.json) && res.json.resourceType === 'Medication' ? res.json : null);
-        // A pinned version is judged with the drug as it is now (see resource-visibility.ts).
-        if (!memo.has(`Medication/${mid}`)) current.add(mid!);
-      } else memo.set(ref, null);
-    }
-    if (current.size > 0) {
-      // A drug the server would not give counts as unreadable, which hides what names it.
-      const found = new Map(((await findByIds('Medication', [...current])) ?? []).map((r) => [String(r.id), r]));
-      for (const mid of current) memo.set(`Medication/${mid}`, found.get(mid) ?? null);
-    }
-    return memo;
+  function drugLookup(permit: Permit): Lookup {
+    const memo = new Map<string, Json | null>();
+    // Drugs whose history this request has read: every version it held is in `memo`.
+    const historyRead = new Set<string>();
+    return async (resources) => {
+      if (!permit.filter.consent?.hiddenLabels.length) return undefined;
+      const named = new Set<string>();
+      for (const r of resources) {
+        const own = new Set(medicationReferences(r, permit.filter.bases));
+        if (own.size <= MAX_DRUG_REFERENCES) for (const ref of own) named.add(ref);
+      }
+      const current = new Set<string>();
+      const pinned: { ref: string; mid: string; version: string }[] = [];
+      for (const ref of named) {
+        if (memo.has(ref)) continue;
+        const [type, mid = '', history, version = '', ...rest] = ref.split('/');
+        const valid = type === 'Medication' && FHIR_ID.test(mid) && rest.length === 0;
+        if (valid && history === undefined) current.add(mid);
+        else if (valid && history === '_history' && FHIR_ID.test(version)) {
+          pinned.push({ ref, mid, version });
+          // A pinned version is judged with the drug as it is now too (see resource-visibility.ts).
+          if (!memo.has(`Medication/${mid}`)) current.add(mid);
+        } else memo.set(ref, null);
+      }
+      if (current.size > 0) {
+        // A drug the server would not give counts as unreadable, which hides what names it.
+        const found = new Map(((await findByIds('Medication', [...current])) ?? []).map((r) => [String(r.id), r]));
+        for (const mid of current) memo.set(`Medication/${mid}`, found.get(mid) ?? null);
+      }
+      const histories = new Set<string>();
+      for (const { ref, mid, version } of pinned) {
+        const now = memo.get(`Medication/${mid}`);
+        // A drug that is gone, or pinned at the version it is now, needs no history.
+        if (!now || versionOf(now) === version) memo.set(ref, now ?? null);
+        else if (!historyRead.has(mid)) histories.add(mid);
+      }
+      for (const mid of histories) {
+        for (const v of await drugHistory(mid)) memo.set(`Medication/${mid}/_history/${String(versionOf(v))}`, v);
+        historyRead.add(mid);
+      }
+      for (const { ref } of pinned) if (!memo.has(ref)) memo.set(ref, null);
+      return memo;
+    };
+  }
+
+  /**
+   * The versions of a drug its server's first history page holds (the newest). A version pinned
+   * further back counts as one that cannot be read: catalogue drugs change a handful of times.
+   */
+  async function drugHistory(mid: string): Promise<Json[]> {
+    const res = await callUpstream('GET', `/Medication/${mid}/_history?_count=${DRUG_HISTORY_COUNT}`);
+    if (res.status !== 200 || !isObject(res.json)) return [];
+    return bundleResources(res.json).filter((r) => r.resourceType === 'Medication' && r.id === mid);
   }
 
   /**
@@ -373,37 +433,55 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
   async function judgeWrite(resource: Json, permit: Permit, lookup: Lookup): Promise<Outcome | undefined> {
     const medications = await lookup([resource]);
     const checked = checkResource(resource, permit.filter, permit.needed, { checkDates: false, ...(medications ? { medications } : {}) });
-    const verdict: ResourceVerdict = checked.visible && (await refersToUnreadable(resource, permit, lookup)) ? { visible: false, reason: 'unverifiable_reference' } : checked;
-    if (verdict.visible) return undefined;
-    // One text for every consent reason: some come from resources it refers to, which the app may
-    // not read (a Medication with a hidden label answers as one that does not exist). The audit
-    // event keeps the reason.
-    const why = verdict.reason === 'other_patient' ? 'it would not belong to the patient in context' : 'it is outside what the patient shared with this app';
-    return refuse(403, 'forbidden', `this resource cannot be written: ${why}`, {}, verdict.reason);
+    if (!checked.visible) return writeRefused(checked.reason);
+    const references = patientDataReferences(resource, permit);
+    // Counted from the body alone, so this refusal says nothing of what the references name.
+    if (references === 'too_many') return refuse(400, 'too-costly', `a resource written through this server may refer to at most ${MAX_CHECKED_REFERENCES} resources of patient data`);
+    if (references === 'unreadable' || (await refersToUnreadable(references, permit, lookup))) return writeRefused('unverifiable_reference');
+    return undefined;
   }
 
   /**
-   * Whether a resource to be written refers to patient data the token may not read. A server that
-   * checks references on write (HAPI's referential integrity, Medplum's) would refuse a reference
-   * to a missing resource and accept one to a hidden resource, so each reference to a resource of
-   * a patient-compartment type is read and judged first; missing and hidden are refused alike.
-   * Reference data (Practitioner, Organization, Medication...) says nothing about the patient.
+   * One text for every consent reason: some come from resources a write refers to, which the app
+   * may not read (a Medication with a hidden label answers as one that does not exist). The
+   * audit event keeps the reason.
    */
-  async function refersToUnreadable(resource: Json, permit: Permit, lookup: Lookup): Promise<boolean> {
+  function writeRefused(reason: string): Outcome {
+    const why = reason === 'other_patient' ? 'it would not belong to the patient in context' : 'it is outside what the patient shared with this app';
+    return refuse(403, 'forbidden', `this resource cannot be written: ${why}`, {}, reason);
+  }
+
+  /**
+   * The resources of patient data a resource to be written refers to, by type: those it names
+   * other than the patient in context and reference data (REFERENCE_DATA_TYPES). `unreadable`
+   * when one is of a type the proxy cannot judge or is not a plain `Type/id`.
+   */
+  function patientDataReferences(resource: Json, permit: Permit): Map<string, Set<string>> | 'unreadable' | 'too_many' {
     const wanted = new Map<string, Set<string>>();
     let count = 0;
     for (const ref of literalReferences(resource)) {
       const rel = relativeReference(ref, permit.filter.bases ?? []);
       if (rel === undefined) continue;
       const m = /^([A-Z][A-Za-z]{1,63})\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[A-Za-z0-9\-.]{1,64})?$/.exec(rel);
-      if (!m) return true;
+      if (!m) return 'unreadable';
       const [, type, rid] = m as unknown as [string, string, string];
-      if (type !== 'Patient' && !PATIENT_LINKS[type]) continue;
+      if (REFERENCE_DATA_TYPES.has(type)) continue;
       if (type === 'Patient' && rid === permit.filter.patient) continue;
-      if (!FHIR_ID.test(rid)) return true;
-      if (!wanted.get(type)?.has(rid) && ++count > MAX_CHECKED_REFERENCES) return true;
+      if (type !== 'Patient' && !PATIENT_LINKS[type]) return 'unreadable';
+      if (!FHIR_ID.test(rid)) return 'unreadable';
+      if (!wanted.get(type)?.has(rid) && ++count > MAX_CHECKED_REFERENCES) return 'too_many';
       wanted.set(type, (wanted.get(type) ?? new Set<string>()).add(rid));
     }
+    return wanted;
+  }
+
+  /**
+   * Whether a resource to be written refers to patient data the token may not read. A server that
+   * checks references on write (HAPI's referential integrity, Medplum's) would refuse a reference
+   * to a missing resource and accept one to a hidden resource, so each one is read and judged
+   * first; missing and hidden are refused alike.
+   */
+  async function refersToUnreadable(wanted: Map<string, Set<string>>, permit: Permit, lookup: Lookup): Promise<boolean> {
     for (const [type, ids] of wanted) {
       const found = await findByIds(type, [...ids]);
       if (!found || new Set(found.map((r) => r.id)).size !== ids.size) return true;
@@ -443,8 +521,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     const { kind, resourceType, id } = interaction;
     const enc = (v: string) => encodeURIComponent(v);
 
-    const memo = new Map<string, Json | null>();
-    const lookup: Lookup = (resources) => medicationsFor(resources, permit, memo);
+    const lookup = drugLookup(permit);
     const instancePath = id ? `/${resourceType}/${enc(id)}` : '';
 
     // A version is shown only while the resource as it is now may be: one that has since moved to
@@ -474,7 +551,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       // carries a position), and whether it is made depends on hidden matches, so its refusal
       // would say they exist. Judged from the request alone, before anything is sent.
       if (first.length + PAGING_POSITION_ROOM > MAX_UPSTREAM_TARGET) return refuse(414, 'too-costly', `this search is too long to pass on: at most ${MAX_UPSTREAM_TARGET - PAGING_POSITION_ROOM} characters of path and parameters`);
-      const from = cursor ?? { url: first, skip: 0 };
+      // So must the proxy's own paging links, which carry the search (sealed, so longer).
+      if (`${PAGE_PATH}?page=`.length + pageSeal.sealedLength(knownToHolder(original, facts)) > MAX_UPSTREAM_TARGET) return refuse(414, 'too-costly', 'this search is too long to page through: its paging links would be too long for a request; shorten it');
+      const from = cursor ? { url: resumeAt(cursor.url, first), skip: cursor.skip } : { url: first, skip: 0 };
       const collected = await collectPage<Outcome>({
         from,
         pageSize: permit.pageSize,
@@ -503,7 +582,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         type: kind === 'history' ? 'history' : 'searchset',
         // A total only where it is plainly the number of matches shown: a result of one page.
         ...(!cursor && !collected.next ? { total: collected.matches.length } : {}),
-        link: [{ relation: 'self', url: self }, ...(collected.next ? [{ relation: 'next', url: pageLink(collected.next, original, facts) }] : [])],
+        link: [{ relation: 'self', url: self }, ...(collected.next ? [{ relation: 'next', url: pageLink(collected.next, first, original, facts) }] : [])],
         ...(entries.length ? { entry: entries } : {}),
       };
       return { reply: new Reply(200, bundle), outcome: 'success', report: collected.report };
@@ -649,7 +728,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       const read = await readBody(req);
       if (!Buffer.isBuffer(read)) return read;
       body = read;
-      if (req.method === 'POST' && /\/_search$/.test(origPath)) {
+      if (req.method === 'POST' && searchBase(origPath) !== undefined) {
         if (!/^application\/x-www-form-urlencoded\b/.test(req.headers['content-type'] ?? '')) return refuse(415, 'not-supported', 'send _search parameters as application/x-www-form-urlencoded');
         formBody = new URLSearchParams(body.toString('utf8'));
       }
@@ -662,7 +741,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     facts.decision = decision;
     if (decision.effect === 'deny') return denial(decision);
     // A POST _search is forwarded as a GET, and its own links point at the GET form.
-    const selfUrl = formBody ? `${base()}${origPath.replace(/\/_search$/, '')}?${new URLSearchParams([...parsed.interaction.params])}` : self;
+    const selfUrl = formBody ? `${base()}${searchBase(origPath)}?${new URLSearchParams([...parsed.interaction.params])}` : self;
     return execute(req, decision, token, selfUrl, formBody ? selfUrl.slice(base().length) : original, body, cursor);
   }
 

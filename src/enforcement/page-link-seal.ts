@@ -18,6 +18,8 @@ export interface PageLinkSeal {
    * leaves, which a FHIR server's ordinary paging links do not.
    */
   seal(state: object, visibleLength: number): string;
+  /** The length of what {@link seal} makes of a state that fits the room `visibleLength` leaves. */
+  sealedLength(visibleLength: number): number;
   /** The state sealed with this key, or undefined for anything else. */
   open(sealed: string): Record<string, unknown> | undefined;
 }
@@ -29,14 +31,16 @@ export function createPageLinkSeal(secret: Buffer): PageLinkSeal {
   return {
     seal(state, visibleLength) {
       const json = Buffer.from(JSON.stringify(state), 'utf8');
-      // The state repeats the request about twice over (as asked, and as the upstream's own link).
-      const room = roundUp(2 * visibleLength + 2 * PAD_STEP, PAD_STEP);
+      const room = roomFor(visibleLength);
       const padded = Buffer.alloc(json.length > room ? roundUp(json.length, 4 * PAD_STEP) : room, ' ');
       json.copy(padded);
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv('aes-256-gcm', key, iv);
       const body = Buffer.concat([cipher.update(padded), cipher.final()]);
       return Buffer.concat([iv, body, cipher.getAuthTag()]).toString('base64url');
+    },
+    sealedLength(visibleLength) {
+      return Math.ceil(((IV_BYTES + roomFor(visibleLength) + TAG_BYTES) * 4) / 3);
     },
     open(sealed) {
       if (!/^[A-Za-z0-9_-]+$/.test(sealed)) return undefined;
@@ -56,3 +60,5 @@ export function createPageLinkSeal(secret: Buffer): PageLinkSeal {
 }
 
 const roundUp = (n: number, step: number) => Math.ceil(n / step) * step;
+/** What the state holds besides what the holder knows (a position, counts, an expiry) fits in two steps. */
+const roomFor = (visibleLength: number) => roundUp(visibleLength + 2 * PAD_STEP, PAD_STEP);

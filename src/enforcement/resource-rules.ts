@@ -56,6 +56,40 @@ export const PATIENT_LINKS: Readonly<Record<string, PatientLink>> = lookupTable(
   Specimen: { element: 'subject', search: 'patient' },
 });
 
+/**
+ * Types that hold reference data (catalogues, directories, definitions), about no patient: a
+ * written reference to one says nothing of a patient's record, so it is not read first. A
+ * reference to any other type outside {@link PATIENT_LINKS} (an EpisodeOfCare, a Communication...)
+ * names data the proxy cannot judge, and a write carrying one is refused.
+ */
+export const REFERENCE_DATA_TYPES: ReadonlySet<string> = new Set([
+  'ActivityDefinition',
+  'CodeSystem',
+  'ConceptMap',
+  'DeviceDefinition',
+  'Endpoint',
+  'HealthcareService',
+  'InsurancePlan',
+  'Library',
+  'Location',
+  'Measure',
+  'Medication',
+  'MedicationKnowledge',
+  'MedicinalProduct',
+  'ObservationDefinition',
+  'Organization',
+  'OrganizationAffiliation',
+  'PlanDefinition',
+  'Practitioner',
+  'PractitionerRole',
+  'Questionnaire',
+  'ResearchStudy',
+  'SpecimenDefinition',
+  'StructureDefinition',
+  'Substance',
+  'ValueSet',
+]);
+
 /** Search parameters that name the patient of a search, per type (besides the one in PATIENT_LINKS). */
 export const PATIENT_SEARCH_ALIASES = ['patient', 'subject', 'beneficiary'];
 

@@ -208,6 +208,9 @@ function sensitiveCodeHidden(resource: Json, hiddenCodes: ReadonlySet<string>): 
   return false;
 }
 
+/** Distinct drugs one resource (with its contained ones) may name and still be judged. */
+export const MAX_DRUG_REFERENCES = 16;
+
 /**
  * The Medication references of a resource (and of the resources it contains) that point outside
  * it, as relative `Medication/<id>[/_history/<v>]` strings, or as given when they point elsewhere.
@@ -359,7 +362,11 @@ function consentHides(resource: Json, type: string, filter: AccessFilter, consen
     const hidden = hiddenLabelKeys(consent.hiddenLabels);
     const reason = hiddenByLabelsOrCodes(resource, hidden);
     if (reason) return reason;
-    for (const ref of medicationReferences(resource, filter.bases)) {
+    const drugs = medicationReferences(resource, filter.bases);
+    // Each drug is read upstream before judging: a resource naming more than a prescription and
+    // its contained ones ever would is one whose drugs are not all read, so it cannot be cleared.
+    if (new Set(drugs).size > MAX_DRUG_REFERENCES) return 'unverifiable_reference';
+    for (const ref of drugs) {
       // A prescription pinned to an old version of its drug is judged with the drug as it is now
       // too: a label added since covers it, as it covers the drug's own past versions.
       const pinned = /^Medication\/([^/]+)\/_history\//.exec(ref);

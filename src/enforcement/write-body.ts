@@ -56,7 +56,9 @@ const WORK_FACTOR = 16;
 /**
  * `current` with `ops` applied, one at a time, within two bounds counted before each operation is
  * made: the size of the result (what an `add`, `replace` or `copy` puts in, less what it or a
- * `remove` takes out) stays under `maxBytes`, and the work of checking and applying them (a
+ * `remove` takes out) stays under `maxBytes`, or under the current version's size when that is
+ * larger already (a patch may shrink a resource stored before the limit, one step at a time), and
+ * the finished result under `maxBytes`; and the work of checking and applying them (a
  * `move` or `copy` is validated on a copy of the whole resource) under a fixed multiple of it.
  * The result must nest no deeper than a body may.
  */
@@ -65,6 +67,7 @@ export function applyPatchBounded(current: unknown, ops: Operation[], maxBytes: 
   const tooCostly = problem(413, 'too-costly', 'the JSON Patch asks for too much copying and moving of this resource; send it as a PUT');
   let doc: unknown = jsonPatch.deepClone(current);
   let size = sizeOf(doc);
+  const ceiling = Math.max(maxBytes, size);
   let work = size;
   const measure = (v: unknown) => {
     const n = sizeOf(v);
@@ -86,7 +89,7 @@ export function applyPatchBounded(current: unknown, ops: Operation[], maxBytes: 
       else if (op.op === 'remove') size -= measure(at(op.path));
       else if (op.op === 'copy') size += measure(at(op.from));
       if (op.op === 'move' || op.op === 'copy') work += Math.max(size, 0);
-      if (size > maxBytes) return tooLarge;
+      if (size > ceiling) return tooLarge;
       if (work > WORK_FACTOR * maxBytes) return tooCostly;
       doc = jsonPatch.applyOperation(doc, op, true, true, true, index).newDocument;
     }

@@ -131,8 +131,10 @@ export function consentPage(deps: ConsentPageDeps) {
     return { current: found?.status === 'active' ? found.consent.current : undefined, lastLimits: found?.consent.current.limits };
   }
 
-  /** Whose record this authorization opens: the one chosen in the picker, else the patient's own. */
-  /** Whose record the grant will carry, decided as the launch decides it (src/oidc/smart-launch.ts). */
+  /**
+   * Whose record the grant will carry, decided as the launch decides it (src/oidc/smart-launch.ts):
+   * an EHR launch's patient, else the one chosen in the picker, else the patient's own.
+   */
   async function contextPatient(d: Details, account: Account): Promise<string | null> {
     // An EHR launch names the patient, so the consent is about that record, or refused.
     const ehr = await deps.launch.ehrPatient(d.params.launch, String(d.params.client_id));
