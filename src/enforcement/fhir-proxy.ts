@@ -254,11 +254,11 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
 
   /**
    * Reads the Medications that resources refer to, each once per request (one lookup serves one
-   * request), when the consent hides anything a drug could reveal. One that cannot be read is recorded as `null` (and hides
-   * what refers to it). The reads are bounded by the drugs that exist, not by what a resource
-   * names: current versions come by `_id` in batches, and a pinned older version from one read of
-   * its drug's history, so a resource pinning thousands of made-up versions costs no more than
-   * one pinning a real one. A resource naming more drugs than can be judged is hidden unread.
+   * request), when the consent hides anything a drug could reveal. One that cannot be read is
+   * recorded as `null` (and hides what refers to it). Current versions come by `_id` in batches,
+   * and a pinned older version from one read of its drug's history, so made-up versions of a
+   * drug cost nothing more. A resource naming more drugs than can be judged is hidden unread.
+   * The `_id` reads are not yet charged to the page's scan budget (see the README).
    */
   function drugLookup(permit: Permit): Lookup {
     const memo = new Map<string, Json | null>();
