@@ -16,7 +16,7 @@ import type { AccessFacts } from './access-token.ts';
 import { decide, MAX_PAGE_SIZE, type Decision, type EnforcementPolicy, type Permit } from './decision.ts';
 import { FHIR_ID, RESOURCE_TYPE, parseFhirRequest } from './fhir-request.ts';
 import { operationOutcome, type IssueCode } from './operation-outcome.ts';
-import { bundleResources, checkSingle, judgeEntries, rewriteEntry, type FilterReport } from './response-filter.ts';
+import { bundleResources, checkSingle, judgeEntries, judgeEntry, pageEntries, rewriteEntry, type FilterReport } from './response-filter.ts';
 import { MAX_DRUG_REFERENCES, checkResource, literalReferences, medicationReferences, relativeReference, type ReferencedMedications } from './resource-visibility.ts';
 import { PATIENT_LINKS, REFERENCE_DATA_TYPES } from './resource-rules.ts';
 import { collectPage, type Cursor } from './paging.ts';
@@ -71,9 +71,23 @@ const MAX_PATCH_OPERATIONS = 1000;
 const ID_BATCH = 100;
 /** Versions of a drug read back when a prescription pins an older one (one history page). */
 const DRUG_HISTORY_COUNT = 100;
+/**
+ * What reading drugs may cost one page, in the units of Lookup.unread: ten upstream reads' worth.
+ * Drugs the matches name are read before they are judged, hidden matches' too, so without a
+ * bound a page over resources naming many made-up drugs would cost a read per hundred of them.
+ */
+const MAX_DRUG_READ_COST = 10 * ID_BATCH;
 const INCLUDE_PARAM = /^_(rev)?include(:|$)/;
 
 type Json = Record<string, unknown>;
+
+/** The drug a `Medication/id` or `Medication/id/_history/v` reference names; undefined for any other. */
+function drugReference(ref: string): { mid: string; version?: string } | undefined {
+  const [type, mid = '', history, version = '', ...rest] = ref.split('/');
+  if (type !== 'Medication' || !FHIR_ID.test(mid) || rest.length > 0) return undefined;
+  if (history === undefined) return { mid };
+  return history === '_history' && FHIR_ID.test(version) ? { mid, version } : undefined;
+}
 
 /**
  * The path of a POST `_search` without its `_search` segment, however that is spelt (`%5Fsearch`,
@@ -250,39 +264,62 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
 
   const notFound = (reason: string) => refuse(404, 'not-found', 'not found, or not shared with this app', {}, reason);
 
-  type Lookup = (resources: Json[]) => Promise<ReferencedMedications | undefined>;
+  /** The drugs a request has read, and what judging more resources would still need read. */
+  interface Lookup {
+    /** Reads the drugs these resources name that are not read yet; undefined when no drug matters. */
+    read: (resources: Json[]) => Promise<ReferencedMedications | undefined>;
+    /**
+     * What reading the drugs of one resource would still cost, by read: a drug's current version
+     * costs 1 (it shares an `_id` read with ID_BATCH - 1 others), a pinned drug's history one
+     * whole read, ID_BATCH (charged before its current version says whether it is needed).
+     */
+    unread: (resource: Json) => Map<string, number>;
+  }
 
   /**
    * Reads the Medications that resources refer to, each once per request (one lookup serves one
    * request), when the consent hides anything a drug could reveal. One that cannot be read is
    * recorded as `null` (and hides what refers to it). Current versions come by `_id` in batches,
    * and a pinned older version from one read of its drug's history, so made-up versions of a
-   * drug cost nothing more. A resource naming more drugs than can be judged is hidden unread.
-   * The `_id` reads are not yet charged to the page's scan budget (see the README).
+   * drug cost nothing more. A resource naming more drugs than can be judged is hidden unread, and
+   * a page charges what its matches' drugs cost to its budget (MAX_DRUG_READ_COST).
    */
   function drugLookup(permit: Permit): Lookup {
     const memo = new Map<string, Json | null>();
     // Drugs whose history this request has read: every version it held is in `memo`.
     const historyRead = new Set<string>();
-    return async (resources) => {
-      if (!permit.filter.consent?.hiddenLabels.length) return undefined;
-      const named = new Set<string>();
-      for (const r of resources) {
-        const own = new Set(medicationReferences(r, permit.filter.bases));
-        if (own.size <= MAX_DRUG_REFERENCES) for (const ref of own) named.add(ref);
+    const matters = () => Boolean(permit.filter.consent?.hiddenLabels.length);
+    const judgedDrugs = (r: Json) => {
+      const own = new Set(medicationReferences(r, permit.filter.bases));
+      return own.size <= MAX_DRUG_REFERENCES ? own : new Set<string>();
+    };
+    const unread = (r: Json) => {
+      const cost = new Map<string, number>();
+      if (!matters()) return cost;
+      for (const ref of judgedDrugs(r)) {
+        const drug = memo.has(ref) ? undefined : drugReference(ref);
+        if (!drug) continue;
+        if (!memo.has(`Medication/${drug.mid}`)) cost.set(`Medication/${drug.mid}`, 1);
+        if (drug.version !== undefined && !historyRead.has(drug.mid)) cost.set(`${drug.mid}/_history`, ID_BATCH);
       }
+      return cost;
+    };
+    const read = async (resources: Json[]) => {
+      if (!matters()) return undefined;
+      const named = new Set<string>();
+      for (const r of resources) for (const ref of judgedDrugs(r)) named.add(ref);
       const current = new Set<string>();
       const pinned: { ref: string; mid: string; version: string }[] = [];
       for (const ref of named) {
         if (memo.has(ref)) continue;
-        const [type, mid = '', history, version = '', ...rest] = ref.split('/');
-        const valid = type === 'Medication' && FHIR_ID.test(mid) && rest.length === 0;
-        if (valid && history === undefined) current.add(mid);
-        else if (valid && history === '_history' && FHIR_ID.test(version)) {
-          pinned.push({ ref, mid, version });
+        const drug = drugReference(ref);
+        if (!drug) memo.set(ref, null);
+        else if (drug.version === undefined) current.add(drug.mid);
+        else {
+          pinned.push({ ref, mid: drug.mid, version: drug.version });
           // A pinned version is judged with the drug as it is now too (see resource-visibility.ts).
-          if (!memo.has(`Medication/${mid}`)) current.add(mid);
-        } else memo.set(ref, null);
+          if (!memo.has(`Medication/${drug.mid}`)) current.add(drug.mid);
+        }
       }
       if (current.size > 0) {
         // A drug the server would not give counts as unreadable, which hides what names it.
@@ -303,6 +340,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       for (const { ref } of pinned) if (!memo.has(ref)) memo.set(ref, null);
       return memo;
     };
+    return { read, unread };
   }
 
   /**
@@ -327,7 +365,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     if (!isObject(res.json) || res.json.resourceType !== resourceType || res.json.id !== id) {
       return { outcome: refuse(502, 'exception', 'the FHIR server answered with something other than the resource') };
     }
-    const verdict = checkSingle(res.json, permit, await lookup([res.json]));
+    const verdict = checkSingle(res.json, permit, await lookup.read([res.json]));
     if (!verdict.visible) return { outcome: notFound(verdict.reason) };
     return { resource: res.json, headers: res.headers };
   }
@@ -367,7 +405,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         if (res.status !== 200) return { failure: searchRefused(res.status, 'the FHIR server could not apply _include or _revinclude; check their search parameters') };
         if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return { failure: refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle') };
         const bundle = res.json;
-        for (const j of judgeEntries(bundle, judgedAs, await lookup(bundleResources(bundle)))) {
+        for (const j of judgeEntries(bundle, judgedAs, await lookup.read(bundleResources(bundle)))) {
           if (j.role === 'include' && j.verdict.visible && !shown.has(entryKey(j.entry))) found.set(entryKey(j.entry), j.entry);
         }
       }
@@ -431,7 +469,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
 
   /** Whether `resource`, as it would be stored, is one the token may write. */
   async function judgeWrite(resource: Json, permit: Permit, lookup: Lookup): Promise<Outcome | undefined> {
-    const medications = await lookup([resource]);
+    const medications = await lookup.read([resource]);
     const checked = checkResource(resource, permit.filter, permit.needed, { checkDates: false, ...(medications ? { medications } : {}) });
     if (!checked.visible) return writeRefused(checked.reason);
     const references = patientDataReferences(resource, permit);
@@ -485,7 +523,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     for (const [type, ids] of wanted) {
       const found = await findByIds(type, [...ids]);
       if (!found || new Set(found.map((r) => r.id)).size !== ids.size) return true;
-      const medications = await lookup(found);
+      const medications = await lookup.read(found);
       if (found.some((r) => !checkResource(r, permit.filter, ['r', 's'], medications ? { medications } : {}).visible)) return true;
     }
     return false;
@@ -564,7 +602,13 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
           if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return { failure: refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle') };
           return { bundle: res.json };
         },
-        judge: async (bundle) => judgeEntries(bundle, permit, await lookup(bundleResources(bundle))),
+        entries: (bundle) => pageEntries(bundle, permit),
+        readsFor: (e) => (e.resource ? lookup.unread(e.resource) : new Map()),
+        maxReadCost: MAX_DRUG_READ_COST,
+        judge: async (entries) => {
+          const medications = await lookup.read(entries.flatMap((e) => (e.resource ? [e.resource] : [])));
+          return entries.map((e) => judgeEntry(e, permit, medications));
+        },
         nextOf: (bundle) => {
           const next = (Array.isArray(bundle.link) ? bundle.link : []).find((l) => isObject(l) && l.relation === 'next' && typeof l.url === 'string') as { url: string } | undefined;
           if (!next) return undefined;
@@ -602,7 +646,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       const headers = passHeaders(res.headers);
       // What the server sends back is shown only if the app could read it.
       const shown = async (json: Json) => {
-        const medications = await lookup([json]);
+        const medications = await lookup.read([json]);
         return checkResource(json, permit.filter, ['c', 'r', 'u'], medications ? { medications } : {}).visible;
       };
       if (isObject(res.json) && res.json.resourceType !== 'OperationOutcome' && !(await shown(res.json))) {
@@ -641,7 +685,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     if ('outcome' in current) return current.outcome;
     if (ops) {
       // The version patched must be readable too (see decide): a granular read scope may cover less.
-      const medications = await lookup([current.resource]);
+      const medications = await lookup.read([current.resource]);
       const readable = checkResource(current.resource, permit.filter, ['r'], medications ? { medications } : {});
       if (!readable.visible) return notFound(readable.reason);
       // A patch is sent as the update it amounts to, so what is stored is exactly what was judged.

@@ -7,7 +7,7 @@ export { accessFactsFromClaims, type AccessFacts, type ConsentLimits, type Secur
 export { createTokenValidator, TokenServiceUnavailable, type TokenValidator, type TokenValidatorOptions } from './token-validator.ts';
 export { decide, DEFAULT_WRITE_ACR, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, type Decision, type Denial, type Permit, type EnforcementPolicy, type DenyCode } from './decision.ts';
 export { checkResource, inPatientCompartment, medicationReferences, type AccessFilter, type CheckOptions, type HiddenReason, type ReferencedMedications, type ResourceVerdict } from './resource-visibility.ts';
-export { checkSingle, judgeEntries, bundleResources, rewriteEntry, type JudgedEntry, type FilterReport } from './response-filter.ts';
+export { checkSingle, judgeEntries, judgeEntry, pageEntries, bundleResources, rewriteEntry, type JudgedEntry, type PageEntry, type FilterReport } from './response-filter.ts';
 export { collectPage, type Cursor, type CollectedPage, type CollectOptions } from './paging.ts';
 export { confineToUser, type ConfinedAccess } from './scope-confinement.ts';
 export { operationOutcome, type OperationOutcome, type IssueCode } from './operation-outcome.ts';

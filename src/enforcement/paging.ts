@@ -6,7 +6,7 @@
  * only when one more visible match does, and the position to resume from is a {@link Cursor} into
  * the server's pages (which the proxy signs into its own paging link).
  */
-import type { FilterReport, JudgedEntry } from './response-filter.ts';
+import type { FilterReport, JudgedEntry, PageEntry } from './response-filter.ts';
 
 type Json = Record<string, unknown>;
 
@@ -34,8 +34,20 @@ export interface CollectOptions<F> {
   maxScanned: number;
   /** Reads one upstream page (a Bundle), or says why it could not. */
   fetch: (url: string) => Promise<{ bundle: Json } | { failure: F }>;
-  /** Judges the entries of an upstream page (it may look up referenced resources first). */
-  judge: (bundle: Json) => Promise<JudgedEntry[]>;
+  /** The entries of an upstream page, unjudged (only its matches make pages). */
+  entries: (bundle: Json) => PageEntry[];
+  /**
+   * What judging a match needs read first that has not been read yet (the drugs it names), as
+   * keys (a read two matches need has one key) with their cost.
+   */
+  readsFor: (entry: PageEntry) => ReadonlyMap<string, number>;
+  /**
+   * Cost of those reads per page, hidden matches' included. Past it the page ends early with a
+   * `next` link, as past `maxScanned`; a page's first match is judged whatever it costs.
+   */
+  maxReadCost: number;
+  /** Judges matches, reading first what they need (in one go, so reads are batched). */
+  judge: (entries: PageEntry[]) => Promise<JudgedEntry[]>;
   /** The upstream page after this one, as a path below the upstream base; undefined on the last. */
   nextOf: (bundle: Json) => string | undefined;
 }
@@ -47,35 +59,35 @@ const MAX_UPSTREAM_PAGES = 50;
 export async function collectPage<F>(opts: CollectOptions<F>): Promise<CollectedPage | { failure: F }> {
   const matches: Json[] = [];
   const report: FilterReport = { kept: 0, removed: 0, reasons: {} };
+  const done = (n?: Cursor): CollectedPage => ({ matches, ...(n ? { next: n } : {}), report });
   let { url, skip } = opts.from;
   let scanned = 0;
+  let spent = 0;
   for (let fetched = 1; ; fetched += 1) {
     const got = await opts.fetch(url);
     if ('failure' in got) return got;
-    const judged = await opts.judge(got.bundle);
-    let index = 0;
-    let next: Cursor | undefined;
-    for (const j of judged) {
-      // Included entries on an upstream page came with every match of it, hidden ones too; the
-      // proxy asks for the includes of the matches it shows separately (see fhir-proxy.ts).
-      if (j.role === 'include') continue;
-      const at = index++;
-      if (at < skip || next) continue;
-      if (j.verdict.visible && matches.length === opts.pageSize) {
-        next = { url, skip: at };
-        continue;
-      }
-      scanned += 1;
-      if (j.verdict.visible) {
-        matches.push(j.entry);
-        report.kept += 1;
-      } else {
-        report.removed += 1;
-        report.reasons[j.verdict.reason] = (report.reasons[j.verdict.reason] ?? 0) + 1;
+    // Included entries on an upstream page came with every match of it, hidden ones too; the
+    // proxy asks for the includes of the matches it shows separately (see fhir-proxy.ts).
+    const pageMatches = opts.entries(got.bundle).filter((e) => e.role === 'match');
+    let at = skip;
+    while (at < pageMatches.length) {
+      const end = affordable(pageMatches, at, opts, { spent, first: scanned === 0 });
+      if (end.index === at) return done({ url, skip: at });
+      spent += end.cost;
+      const judged = await opts.judge(pageMatches.slice(at, end.index));
+      for (const j of judged) {
+        if (j.verdict.visible && matches.length === opts.pageSize) return done({ url, skip: at });
+        at += 1;
+        scanned += 1;
+        if (j.verdict.visible) {
+          matches.push(j.entry);
+          report.kept += 1;
+        } else {
+          report.removed += 1;
+          report.reasons[j.verdict.reason] = (report.reasons[j.verdict.reason] ?? 0) + 1;
+        }
       }
     }
-    const done = (n?: Cursor): CollectedPage => ({ matches, ...(n ? { next: n } : {}), report });
-    if (next) return done(next);
     const following = opts.nextOf(got.bundle);
     if (following === undefined) return done();
     // Upstream pages may be empty (or a server may loop): the number read is bounded as well.
@@ -83,4 +95,24 @@ export async function collectPage<F>(opts: CollectOptions<F>): Promise<Collected
     url = following;
     skip = 0;
   }
+}
+
+/**
+ * How far from `at` matches can be judged within what is left of the page's read budget, and at
+ * what cost: a run of matches is judged together, so that what they need is read in batches.
+ */
+function affordable<F>(entries: PageEntry[], at: number, opts: CollectOptions<F>, page: { spent: number; first: boolean }): { index: number; cost: number } {
+  const planned = new Set<string>();
+  let cost = 0;
+  let index = at;
+  for (; index < entries.length; index += 1) {
+    let more = 0;
+    const reads = opts.readsFor(entries[index]!);
+    for (const [key, c] of reads) if (!planned.has(key)) more += c;
+    const alone = page.first && index === at;
+    if (page.spent + cost + more > opts.maxReadCost && !alone) break;
+    for (const key of reads.keys()) planned.add(key);
+    cost += more;
+  }
+  return { index, cost };
 }

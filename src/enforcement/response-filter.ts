@@ -35,17 +35,23 @@ export function bundleResources(bundle: Json): Json[] {
   return (Array.isArray(bundle.entry) ? bundle.entry : []).flatMap((e) => (isObject(e) && isObject(e.resource) ? [e.resource] : []));
 }
 
+/** One entry of an upstream Bundle page, before it is judged; `resource` is absent when it cannot be. */
+export interface PageEntry {
+  entry: Json;
+  role: 'match' | 'include';
+  resource?: Json;
+}
+
 /**
- * Judges every entry of one upstream Bundle page. In a history, every entry is a version of the
- * permit's resource (an entry that is not, or has no resource, as for a deletion, is hidden);
- * in `$everything` every entry counts as a match needing `r` or `s`; in a search, `include` entries
- * need `r` or `s` and the rest are matches. Search `outcome` entries are dropped: the upstream
- * server's messages are not the app's to read.
+ * The entries of one upstream Bundle page, each marked a match or an included resource. In a
+ * history, every entry is a version of the permit's resource (an entry that is not, or has no
+ * resource, as for a deletion, is left without one, so hidden); in `$everything` every entry is a
+ * match; in a search, `include` entries are included and the rest are matches. Search `outcome`
+ * entries are dropped: the upstream server's messages are not the app's to read.
  */
-export function judgeEntries(bundle: Json, permit: Permit, medications?: ReferencedMedications): JudgedEntry[] {
+export function pageEntries(bundle: Json, permit: Permit): PageEntry[] {
   const { kind, resourceType, id } = permit.interaction;
-  const opts = medications ? { medications } : {};
-  const out: JudgedEntry[] = [];
+  const out: PageEntry[] = [];
   for (const raw of Array.isArray(bundle.entry) ? bundle.entry : []) {
     const entry = isObject(raw) ? raw : {};
     const resource = isObject(entry.resource) ? entry.resource : undefined;
@@ -53,14 +59,23 @@ export function judgeEntries(bundle: Json, permit: Permit, medications?: Referen
     // The server's own messages (outcome entries, OperationOutcomes) may speak of what is hidden.
     if (mode === 'outcome' || (resource && resource.resourceType === 'OperationOutcome')) continue;
     const role = kind === 'search' && mode === 'include' ? 'include' : 'match';
-    if (!resource || (kind === 'history' && (resource.resourceType !== resourceType || resource.id !== id))) {
-      out.push({ entry, role, verdict: { visible: false, reason: 'malformed' } });
-      continue;
-    }
-    const needed = role === 'include' || kind === 'everything' ? permit.neededForIncluded : permit.needed;
-    out.push({ entry, role, verdict: checkResource(resource, permit.filter, needed, opts) });
+    const judgeable = resource && !(kind === 'history' && (resource.resourceType !== resourceType || resource.id !== id));
+    out.push({ entry, role, ...(judgeable ? { resource } : {}) });
   }
   return out;
+}
+
+/** Judges one entry: an included one, or any in `$everything`, needs `r` or `s`. */
+export function judgeEntry(e: PageEntry, permit: Permit, medications?: ReferencedMedications): JudgedEntry {
+  const { entry, role, resource } = e;
+  if (!resource) return { entry, role, verdict: { visible: false, reason: 'malformed' } };
+  const needed = role === 'include' || permit.interaction.kind === 'everything' ? permit.neededForIncluded : permit.needed;
+  return { entry, role, verdict: checkResource(resource, permit.filter, needed, medications ? { medications } : {}) };
+}
+
+/** Judges every entry of one upstream Bundle page (see {@link pageEntries}). */
+export function judgeEntries(bundle: Json, permit: Permit, medications?: ReferencedMedications): JudgedEntry[] {
+  return pageEntries(bundle, permit).map((e) => judgeEntry(e, permit, medications));
 }
 
 /** A Bundle entry as the app sees it: URLs under the upstream base rewritten, others dropped. */

@@ -7,12 +7,15 @@ import {
   confineToUser,
   decide,
   judgeEntries,
+  judgeEntry,
+  pageEntries,
   medicationReferences,
   parseFhirRequest,
   rewriteEntry,
   type AccessFacts,
   type FhirInteraction,
   type Permit,
+  type PageEntry,
 } from '../../src/enforcement/index.ts';
 import { parseResourceScope } from '../../src/smart/index.ts';
 
@@ -365,6 +368,13 @@ describe('judgeEntries and collectPage (pages of visible matches only)', () => {
     };
   }
   const ids = (p: { matches: Record<string, unknown>[] }) => p.matches.map((e) => (e.resource as { id: string }).id);
+  /** Judging under `p`, where a match's reads cost what `costs` says (by id; none by default). */
+  const judging = (p: Permit, costs: Record<string, Record<string, number>> = {}, maxReadCost = 100) => ({
+    entries: (b: Record<string, unknown>) => pageEntries(b, p),
+    readsFor: (e: PageEntry) => new Map(Object.entries(costs[String(e.resource?.id)] ?? {})),
+    maxReadCost,
+    judge: async (entries: PageEntry[]) => entries.map((e) => judgeEntry(e, p)),
+  });
 
   it('fills every page with visible matches and links a next page only when one more exists', async () => {
     const data = [obs('1', 'p1'), hiv('h1'), hiv('h2'), obs('2', 'p1'), hiv('h3'), obs('3', 'p1'), hiv('h4'), hiv('h5')];
@@ -373,7 +383,7 @@ describe('judgeEntries and collectPage (pages of visible matches only)', () => {
     const pages: string[][] = [];
     let from = { url: '/Observation?page=0', skip: 0 };
     for (let n = 0; n < 10; n += 1) {
-      const got = await collectPage({ from, pageSize: p.pageSize, maxScanned: 100, fetch: up.fetch, judge: async (b) => judgeEntries(b, p), nextOf: up.nextOf });
+      const got = await collectPage({ from, pageSize: p.pageSize, maxScanned: 100, fetch: up.fetch, ...judging(p), nextOf: up.nextOf });
       assert.ok(!('failure' in got));
       pages.push(ids(got));
       if (!got.next) break;
@@ -386,7 +396,7 @@ describe('judgeEntries and collectPage (pages of visible matches only)', () => {
     const p = permit('patient/Observation.rs', '/Observation?_count=2');
     const run = async (data: Record<string, unknown>[]) => {
       const up = upstream(data, 2);
-      const got = await collectPage({ from: { url: '/Observation?page=0', skip: 0 }, pageSize: p.pageSize, maxScanned: 100, fetch: up.fetch, judge: async (b) => judgeEntries(b, p), nextOf: up.nextOf });
+      const got = await collectPage({ from: { url: '/Observation?page=0', skip: 0 }, pageSize: p.pageSize, maxScanned: 100, fetch: up.fetch, ...judging(p), nextOf: up.nextOf });
       assert.ok(!('failure' in got));
       return { ids: ids(got), next: Boolean(got.next) };
     };
@@ -396,11 +406,35 @@ describe('judgeEntries and collectPage (pages of visible matches only)', () => {
   it('stops after its scan budget with a link to go on, and passes failures through', async () => {
     const p = permit('patient/Observation.rs', '/Observation?_count=5');
     const up = upstream([hiv('h1'), hiv('h2'), hiv('h3'), hiv('h4'), obs('1', 'p1')], 2);
-    const got = await collectPage({ from: { url: '/Observation?page=0', skip: 0 }, pageSize: p.pageSize, maxScanned: 2, fetch: up.fetch, judge: async (b) => judgeEntries(b, p), nextOf: up.nextOf });
+    const got = await collectPage({ from: { url: '/Observation?page=0', skip: 0 }, pageSize: p.pageSize, maxScanned: 2, fetch: up.fetch, ...judging(p), nextOf: up.nextOf });
     assert.ok(!('failure' in got));
     assert.deepEqual([ids(got), got.next], [[], { url: '/Observation?page=1', skip: 0 }]);
-    const failed = await collectPage({ from: { url: '/x', skip: 0 }, pageSize: 1, maxScanned: 2, fetch: async () => ({ failure: 'down' }), judge: async () => [], nextOf: () => undefined });
+    const failed = await collectPage({ from: { url: '/x', skip: 0 }, pageSize: 1, maxScanned: 2, fetch: async () => ({ failure: 'down' }), ...judging(p), nextOf: () => undefined });
     assert.deepEqual(failed, { failure: 'down' });
+  });
+
+  it('ends a page early when judging its matches would read more than its budget, and goes on from there', async () => {
+    const p = permit('patient/Observation.rs', '/Observation?_count=10');
+    const data = [obs('1', 'p1'), hiv('h1'), hiv('h2'), obs('2', 'p1'), hiv('h3'), obs('3', 'p1')];
+    // Each match needs reads costing 40, except that h2 needs what h1 does, and 3 needs 150 alone.
+    const costs = { '1': { a: 40 }, h1: { b: 40 }, h2: { b: 40 }, '2': { c: 40 }, h3: { d: 40 }, '3': { e: 150 } };
+    const up = upstream(data, 4);
+    const pages: [string[], unknown][] = [];
+    let from = { url: '/Observation?page=0', skip: 0 };
+    for (let n = 0; n < 10; n += 1) {
+      const got = await collectPage({ from, pageSize: p.pageSize, maxScanned: 100, ...judging(p, costs), fetch: up.fetch, nextOf: up.nextOf });
+      assert.ok(!('failure' in got));
+      pages.push([ids(got), got.next]);
+      if (!got.next) break;
+      from = got.next;
+    }
+    assert.deepEqual(pages, [
+      // 1, h1 and h2 cost 80 together; 2 would pass 100.
+      [['1'], { url: '/Observation?page=0', skip: 3 }],
+      // 2 and h3 cost 80; 3 alone costs more than a page may spend, so it starts the next page.
+      [['2'], { url: '/Observation?page=1', skip: 1 }],
+      [['3'], undefined],
+    ]);
   });
 });
 
