@@ -16,7 +16,7 @@ import type { AccessFacts } from './access-token.ts';
 import { decide, MAX_PAGE_SIZE, type Decision, type EnforcementPolicy, type Permit } from './decision.ts';
 import { FHIR_ID, RESOURCE_TYPE, parseFhirRequest } from './fhir-request.ts';
 import { operationOutcome, type IssueCode } from './operation-outcome.ts';
-import { bundleResources, checkSingle, judgeEntries, judgeEntry, pageEntries, rewriteEntry, type FilterReport } from './response-filter.ts';
+import { bundleResources, checkSingle, judgeEntry, pageEntries, rewriteEntry, type FilterReport, type PageEntry } from './response-filter.ts';
 import { MAX_DRUG_REFERENCES, checkResource, literalReferences, medicationReferences, relativeReference, type ReferencedMedications } from './resource-visibility.ts';
 import { PATIENT_LINKS, REFERENCE_DATA_TYPES } from './resource-rules.ts';
 import { collectPage, type Cursor } from './paging.ts';
@@ -72,9 +72,10 @@ const ID_BATCH = 100;
 /** Versions of a drug read back when a prescription pins an older one (one history page). */
 const DRUG_HISTORY_COUNT = 100;
 /**
- * What reading drugs may cost one page, in the units of Lookup.unread: ten upstream reads' worth.
- * Drugs the matches name are read before they are judged, hidden matches' too, so without a
- * bound a page over resources naming many made-up drugs would cost a read per hundred of them.
+ * What reading drugs may cost one page, in the units of Lookup.unread: ten upstream reads' worth
+ * for its matches, and as much for their includes. Drugs are read before what names them is
+ * judged, hidden resources' too, so without a bound a page over resources naming many made-up
+ * drugs would cost a read per hundred of them.
  */
 const MAX_DRUG_READ_COST = 10 * ID_BATCH;
 const INCLUDE_PARAM = /^_(rev)?include(:|$)/;
@@ -384,9 +385,12 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
    * includes on the server's own pages came with hidden matches as well (a Practitioner that only
    * a hidden Observation names, a Provenance of a hidden record), so the proxy asks again for its
    * matches by id, with the include parameters, and keeps the visible included entries that are
-   * their resources' current versions.
+   * their resources' current versions. Judging them reads the drugs they name, hidden ones' too,
+   * so a page's includes have a drug budget of their own, as its matches do: the matches whose
+   * includes would pass it are left to the next page (`shown` says how many stay), and a page
+   * whose first match's alone would is refused.
    */
-  async function includedWith(matches: Json[], params: [string, string][], permit: Permit, lookup: Lookup): Promise<Json[] | { failure: Outcome }> {
+  async function includedWith(matches: Json[], params: [string, string][], permit: Permit, lookup: Lookup): Promise<{ entries: Json[]; shown: number } | { failure: Outcome }> {
     const shown = new Set(matches.map(entryKey));
     const ids = matches.map((e) => String((e.resource as Json).id));
     const found = new Map<string, Json>();
@@ -396,25 +400,47 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       [params.filter(([n]) => n.split(':')[0] === '_include'), permit],
       [params.filter(([n]) => n.split(':')[0] === '_revinclude'), { ...permit, neededForIncluded: ['s'] }],
     ];
-    for (const [groupParams, judgedAs] of groups) {
-      if (groupParams.length === 0) continue;
-      for (let i = 0; i < ids.length; i += ID_BATCH) {
-        const batch = ids.slice(i, i + ID_BATCH);
+    let spent = 0;
+    let kept = matches.length;
+    let size = ID_BATCH;
+    for (let i = 0; i < ids.length; ) {
+      const batch = ids.slice(i, i + size);
+      const brought: { entries: PageEntry[]; judgedAs: Permit }[] = [];
+      for (const [groupParams, judgedAs] of groups) {
+        if (groupParams.length === 0) continue;
         const query = new URLSearchParams([['_id', batch.join(',')], ...groupParams, ['_count', String(batch.length)]]);
         const res = await callUpstream('GET', `/${permit.interaction.resourceType}?${query}`);
         if (res.status !== 200) return { failure: searchRefused(res.status, 'the FHIR server could not apply _include or _revinclude; check their search parameters') };
         if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return { failure: refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle') };
-        const bundle = res.json;
-        for (const j of judgeEntries(bundle, judgedAs, await lookup.read(bundleResources(bundle)))) {
-          if (j.role === 'include' && j.verdict.visible && !shown.has(entryKey(j.entry))) found.set(entryKey(j.entry), j.entry);
-        }
+        const entries = pageEntries(res.json, judgedAs).filter((e) => e.role === 'include' && e.resource && !shown.has(entryKey(e.entry)));
+        brought.push({ entries, judgedAs });
       }
+      const reads = new Map<string, number>();
+      for (const { entries } of brought) for (const e of entries) for (const [key, cost] of lookup.unread(e.resource!)) reads.set(key, cost);
+      const cost = [...reads.values()].reduce((a, b) => a + b, 0);
+      if (spent + cost > MAX_DRUG_READ_COST) {
+        if (i > 0) {
+          kept = i;
+          break;
+        }
+        // The page's first matches are tried in halves, so that the page shows what it can.
+        if (batch.length === 1) return { failure: refuse(400, 'too-costly', 'the resources included with this match name too many drugs to judge; leave out _include and _revinclude to read it') };
+        size = Math.ceil(batch.length / 2);
+        continue;
+      }
+      spent += cost;
+      const medications = await lookup.read(brought.flatMap(({ entries }) => entries.map((e) => e.resource!)));
+      for (const { entries, judgedAs } of brought) {
+        for (const e of entries) if (judgeEntry(e, judgedAs, medications).verdict.visible) found.set(entryKey(e.entry), e.entry);
+      }
+      i += batch.length;
     }
     const current = await currentVersions([...found.values()].map((e) => e.resource as Json));
     if ('failure' in current) return current;
     // A versioned reference can bring an old version: shown only while it is the current one,
     // as a vread is (a resource since labelled, moved or deleted keeps its past hidden).
-    return [...found.entries()].filter(([key, e]) => current.versions.has(key) && current.versions.get(key) === versionOf(e.resource as Json)).map(([, e]) => e);
+    const entries = [...found.entries()].filter(([key, e]) => current.versions.has(key) && current.versions.get(key) === versionOf(e.resource as Json)).map(([, e]) => e);
+    return { entries, shown: kept };
   }
 
   /** Resources of one type read by `_id`, in batches; undefined when the server refuses. */
@@ -618,18 +644,21 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         },
       });
       if ('failure' in collected) return collected.failure;
-      const included = includeParams.length && collected.matches.length ? await includedWith(collected.matches, includeParams, permit, lookup) : [];
+      const included = includeParams.length && collected.matches.length ? await includedWith(collected.matches, includeParams, permit, lookup) : { entries: [], shown: collected.matches.length };
       if ('failure' in included) return included.failure;
-      const entries = [...collected.matches, ...included].map((e) => rewriteEntry(e, resourceUrl));
+      // A page whose includes cost too much to judge in full is cut short, and goes on after what it shows.
+      const matches = collected.matches.slice(0, included.shown);
+      const next = included.shown < collected.matches.length ? collected.positions[included.shown] : collected.next;
+      const entries = [...matches, ...included.entries].map((e) => rewriteEntry(e, resourceUrl));
       const bundle: Json = {
         resourceType: 'Bundle',
         type: kind === 'history' ? 'history' : 'searchset',
         // A total only where it is plainly the number of matches shown: a result of one page.
-        ...(!cursor && !collected.next ? { total: collected.matches.length } : {}),
-        link: [{ relation: 'self', url: self }, ...(collected.next ? [{ relation: 'next', url: pageLink(collected.next, first, original, facts) }] : [])],
+        ...(!cursor && !next ? { total: matches.length } : {}),
+        link: [{ relation: 'self', url: self }, ...(next ? [{ relation: 'next', url: pageLink(next, first, original, facts) }] : [])],
         ...(entries.length ? { entry: entries } : {}),
       };
-      return { reply: new Reply(200, bundle), outcome: 'success', report: collected.report };
+      return { reply: new Reply(200, bundle), outcome: 'success', report: { ...collected.report, kept: matches.length } };
     }
 
     const contentType = req.headers['content-type'];

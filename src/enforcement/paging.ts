@@ -19,6 +19,8 @@ export interface Cursor {
 
 export interface CollectedPage {
   matches: Json[];
+  /** Where each match was found: a page cut short after its n-th match goes on at `positions[n]`. */
+  positions: Cursor[];
   /** Where the next page starts; absent when no visible match is left. */
   next?: Cursor;
   report: FilterReport;
@@ -58,8 +60,9 @@ const MAX_UPSTREAM_PAGES = 50;
 /** Reads upstream pages from `from` until a page of visible matches is full (and one more is seen) or none are left. */
 export async function collectPage<F>(opts: CollectOptions<F>): Promise<CollectedPage | { failure: F }> {
   const matches: Json[] = [];
+  const positions: Cursor[] = [];
   const report: FilterReport = { kept: 0, removed: 0, reasons: {} };
-  const done = (n?: Cursor): CollectedPage => ({ matches, ...(n ? { next: n } : {}), report });
+  const done = (n?: Cursor): CollectedPage => ({ matches, positions, ...(n ? { next: n } : {}), report });
   let { url, skip } = opts.from;
   let scanned = 0;
   let spent = 0;
@@ -77,6 +80,7 @@ export async function collectPage<F>(opts: CollectOptions<F>): Promise<Collected
       const judged = await opts.judge(pageMatches.slice(at, end.index));
       for (const j of judged) {
         if (j.verdict.visible && matches.length === opts.pageSize) return done({ url, skip: at });
+        if (j.verdict.visible) positions.push({ url, skip: at });
         at += 1;
         scanned += 1;
         if (j.verdict.visible) {

@@ -66,6 +66,54 @@ describe('FHIR proxy: the sixth review', () => {
     assert.ok(pages >= 5 && pages <= 7, `${pages} pages`);
   });
 
+  it("a page's includes have a drug budget too: the matches past it go to the next page, and a match whose includes alone pass it is refused", async () => {
+    const panel = { coding: [{ system: 'http://loinc.org', code: 'panel' }] };
+    const fake = (id: string) => obs(id, { contained: Array.from({ length: 16 }, (_, j) => statement(`c${j}`, `Medication/fake-${id}-${j}`)) });
+    // 150 panels: the first 100 have one cheap member; the last 50 have two members each naming
+    // 16 made-up drugs (hidden), 1,600 drugs in all.
+    const panels = Array.from({ length: 150 }, (_, i) =>
+      one(obs(`panel-${String(i).padStart(3, '0')}`, { code: panel, hasMember: i < 100 ? [{ reference: 'Observation/member-ok' }] : [{ reference: `Observation/member-${i}-a` }, { reference: `Observation/member-${i}-b` }] })),
+    );
+    const members = Array.from({ length: 50 }, (_, k) => [one(fake(`member-${k + 100}-a`)), one(fake(`member-${k + 100}-b`))]).flat();
+    const heavy = Array.from({ length: 70 }, (_, k) => one(fake(`heavy-member-${k}`)));
+    await rig.reseed([
+      ...patients,
+      one(obs('member-ok')),
+      ...panels,
+      ...members,
+      ...heavy,
+      one(obs('heavy', { code: { coding: [{ system: 'http://loinc.org', code: 'heavy' }] }, hasMember: heavy.map((_, k) => ({ reference: `Observation/heavy-member-${k}` })) })),
+    ]);
+    const jwt = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1', consent: { hiddenLabels: ['ETH'] } });
+
+    const shown: string[] = [];
+    const sizes: number[] = [];
+    let target: string | undefined = '/Observation?code=http://loinc.org|panel&_count=150&_include=Observation:has-member';
+    while (target && sizes.length < 10) {
+      const mark = rig.fhir.requests.length;
+      const page = await rig.get(target, jwt);
+      assert.equal(page.status, 200, page.text.slice(0, 200));
+      const drugReads = rig.fhir.requests.slice(mark).filter((r) => r.url.startsWith('/Medication')).length;
+      assert.ok(drugReads <= 10, `page ${sizes.length + 1} made ${drugReads} drug reads`);
+      const matches = ((page.body.entry as { resource: { id: string }; search?: { mode?: string } }[] | undefined) ?? []).filter((e) => e.search?.mode !== 'include');
+      const included = ids(page).filter((id) => id.startsWith('member'));
+      // Only the visible member comes along, and only with the panels that name it.
+      assert.deepEqual(included, matches.some((e) => Number(e.resource.id.slice(6)) < 100) ? ['member-ok'] : []);
+      shown.push(...matches.map((e) => e.resource.id));
+      sizes.push(matches.length);
+      target = nextOf(page);
+    }
+    assert.equal(target, undefined);
+    assert.deepEqual(shown.sort(), panels.map((p) => String(p.versions[0]!.id)).sort(), 'every panel is shown once');
+    assert.ok(sizes.length >= 3 && sizes[0] === 100, `pages of ${sizes.join(', ')}`);
+
+    const refused = await rig.get('/Observation?code=http://loinc.org|heavy&_include=Observation:has-member', jwt);
+    assert.equal(refused.status, 400, refused.text.slice(0, 200));
+    assert.match(String((refused.body.issue as { diagnostics: string }[])[0]!.diagnostics), /too many drugs to judge/);
+    const plain = await rig.get('/Observation?code=http://loinc.org|heavy', jwt);
+    assert.deepEqual(ids(plain), ['heavy']);
+  });
+
   it('a consent that hides no label reads no drugs, whatever the matches name', async () => {
     await rig.reseed([...patients, ...Array.from({ length: 50 }, (_, i) => one(obs(`o${i}`, { contained: Array.from({ length: 16 }, (_, j) => statement(`c${j}`, `Medication/fake-${i}-${j}`)) })))]);
     const jwt = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1' });
