@@ -72,12 +72,12 @@ const ID_BATCH = 100;
 /** Versions of a drug read back when a prescription pins an older one (one history page). */
 const DRUG_HISTORY_COUNT = 100;
 /**
- * What reading drugs may cost one page, in the units of Lookup.unread: ten upstream reads' worth
- * for its matches, and as much for their includes. Drugs are read before what names them is
- * judged, hidden resources' too, so without a bound a page over resources naming many made-up
- * drugs would cost a read per hundred of them.
+ * Upstream reads of drugs one page may make for its matches, and as many for their includes, and
+ * one write for the resources it refers to. Drugs are read before what names them is judged,
+ * hidden resources' too, so without a bound a page over resources naming many made-up drugs
+ * would cost a read per hundred of them.
  */
-const MAX_DRUG_READ_COST = 10 * ID_BATCH;
+const MAX_DRUG_READS = 10;
 const INCLUDE_PARAM = /^_(rev)?include(:|$)/;
 
 type Json = Record<string, unknown>;
@@ -270,11 +270,12 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     /** Reads the drugs these resources name that are not read yet; undefined when no drug matters. */
     read: (resources: Json[]) => Promise<ReferencedMedications | undefined>;
     /**
-     * What reading the drugs of one resource would still cost, by read: a drug's current version
-     * costs 1 (it shares an `_id` read with ID_BATCH - 1 others), a pinned drug's history one
-     * whole read, ID_BATCH (charged before its current version says whether it is needed).
+     * Starts planning reads: `add` takes one more resource (none, to ask only) and answers how
+     * many upstream reads `read` would make for all added so far (an `_id` read per ID_BATCH
+     * drugs not read yet, and a history read per pinned drug, counted before its current
+     * version says whether it is needed).
      */
-    unread: (resource: Json) => Map<string, number>;
+    plan: () => { add: (resource?: Json) => number };
   }
 
   /**
@@ -283,7 +284,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
    * recorded as `null` (and hides what refers to it). Current versions come by `_id` in batches,
    * and a pinned older version from one read of its drug's history, so made-up versions of a
    * drug cost nothing more. A resource naming more drugs than can be judged is hidden unread, and
-   * a page charges what its matches' drugs cost to its budget (MAX_DRUG_READ_COST).
+   * what a page or a write may read is planned first (MAX_DRUG_READS).
    */
   function drugLookup(permit: Permit): Lookup {
     const memo = new Map<string, Json | null>();
@@ -294,16 +295,21 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       const own = new Set(medicationReferences(r, permit.filter.bases));
       return own.size <= MAX_DRUG_REFERENCES ? own : new Set<string>();
     };
-    const unread = (r: Json) => {
-      const cost = new Map<string, number>();
-      if (!matters()) return cost;
-      for (const ref of judgedDrugs(r)) {
-        const drug = memo.has(ref) ? undefined : drugReference(ref);
-        if (!drug) continue;
-        if (!memo.has(`Medication/${drug.mid}`)) cost.set(`Medication/${drug.mid}`, 1);
-        if (drug.version !== undefined && !historyRead.has(drug.mid)) cost.set(`${drug.mid}/_history`, ID_BATCH);
-      }
-      return cost;
+    const plan = () => {
+      const ids = new Set<string>();
+      const histories = new Set<string>();
+      const add = (r?: Json) => {
+        if (r && matters()) {
+          for (const ref of judgedDrugs(r)) {
+            const drug = memo.has(ref) ? undefined : drugReference(ref);
+            if (!drug) continue;
+            if (!memo.has(`Medication/${drug.mid}`)) ids.add(drug.mid);
+            if (drug.version !== undefined && !historyRead.has(drug.mid)) histories.add(drug.mid);
+          }
+        }
+        return Math.ceil(ids.size / ID_BATCH) + histories.size;
+      };
+      return { add };
     };
     const read = async (resources: Json[]) => {
       if (!matters()) return undefined;
@@ -341,7 +347,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       for (const { ref } of pinned) if (!memo.has(ref)) memo.set(ref, null);
       return memo;
     };
-    return { read, unread };
+    return { read, plan };
   }
 
   /**
@@ -391,7 +397,6 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
    * whose first match's alone would is refused.
    */
   async function includedWith(matches: Json[], params: [string, string][], permit: Permit, lookup: Lookup): Promise<{ entries: Json[]; shown: number } | { failure: Outcome }> {
-    const shown = new Set(matches.map(entryKey));
     const ids = matches.map((e) => String((e.resource as Json).id));
     const found = new Map<string, Json>();
     // A revinclude is a search of the type it names, so what it brings needs `s` (SMART's search);
@@ -412,13 +417,15 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         const res = await callUpstream('GET', `/${permit.interaction.resourceType}?${query}`);
         if (res.status !== 200) return { failure: searchRefused(res.status, 'the FHIR server could not apply _include or _revinclude; check their search parameters') };
         if (!isObject(res.json) || res.json.resourceType !== 'Bundle') return { failure: refuse(502, 'exception', 'the FHIR server answered with something other than a Bundle') };
-        const entries = pageEntries(res.json, judgedAs).filter((e) => e.role === 'include' && e.resource && !shown.has(entryKey(e.entry)));
+        // A match another one includes is judged as an include too (its drugs are read already):
+        // whether it is shown as one depends on where the page ends.
+        const entries = pageEntries(res.json, judgedAs).filter((e) => e.role === 'include' && e.resource);
         brought.push({ entries, judgedAs });
       }
-      const reads = new Map<string, number>();
-      for (const { entries } of brought) for (const e of entries) for (const [key, cost] of lookup.unread(e.resource!)) reads.set(key, cost);
-      const cost = [...reads.values()].reduce((a, b) => a + b, 0);
-      if (spent + cost > MAX_DRUG_READ_COST) {
+      const plan = lookup.plan();
+      for (const { entries } of brought) for (const e of entries) plan.add(e.resource);
+      const cost = plan.add();
+      if (spent + cost > MAX_DRUG_READS) {
         if (i > 0) {
           kept = i;
           break;
@@ -435,6 +442,8 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       }
       i += batch.length;
     }
+    const shown = new Set(matches.slice(0, kept).map(entryKey));
+    for (const key of shown) found.delete(key);
     const current = await currentVersions([...found.values()].map((e) => e.resource as Json));
     if ('failure' in current) return current;
     // A versioned reference can bring an old version: shown only while it is the current one,
@@ -546,13 +555,19 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
    * first; missing and hidden are refused alike.
    */
   async function refersToUnreadable(wanted: Map<string, Set<string>>, permit: Permit, lookup: Lookup): Promise<boolean> {
+    const referred: Json[] = [];
     for (const [type, ids] of wanted) {
       const found = await findByIds(type, [...ids]);
       if (!found || new Set(found.map((r) => r.id)).size !== ids.size) return true;
-      const medications = await lookup.read(found);
-      if (found.some((r) => !checkResource(r, permit.filter, ['r', 's'], medications ? { medications } : {}).visible)) return true;
+      referred.push(...found);
     }
-    return false;
+    // Judging them may need their drugs read: a write whose references name more than a page may
+    // read is refused as if one were hidden (a false refusal, never a leak).
+    const plan = lookup.plan();
+    for (const r of referred) plan.add(r);
+    if (plan.add() > MAX_DRUG_READS) return true;
+    const medications = await lookup.read(referred);
+    return referred.some((r) => !checkResource(r, permit.filter, ['r', 's'], medications ? { medications } : {}).visible);
   }
 
   /** The operations of a JSON Patch body (RFC 6902), checked for shape only, or the refusal. */
@@ -629,8 +644,11 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
           return { bundle: res.json };
         },
         entries: (bundle) => pageEntries(bundle, permit),
-        readsFor: (e) => (e.resource ? lookup.unread(e.resource) : new Map()),
-        maxReadCost: MAX_DRUG_READ_COST,
+        plan: () => {
+          const plan = lookup.plan();
+          return { add: (e) => plan.add(e.resource) };
+        },
+        maxReads: MAX_DRUG_READS,
         judge: async (entries) => {
           const medications = await lookup.read(entries.flatMap((e) => (e.resource ? [e.resource] : [])));
           return entries.map((e) => judgeEntry(e, permit, medications));
@@ -648,7 +666,8 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       if ('failure' in included) return included.failure;
       // A page whose includes cost too much to judge in full is cut short, and goes on after what it shows.
       const matches = collected.matches.slice(0, included.shown);
-      const next = included.shown < collected.matches.length ? collected.positions[included.shown] : collected.next;
+      const cut = included.shown < collected.matches.length ? collected.cuts[included.shown] : undefined;
+      const next = cut ? cut.next : collected.next;
       const entries = [...matches, ...included.entries].map((e) => rewriteEntry(e, resourceUrl));
       const bundle: Json = {
         resourceType: 'Bundle',
@@ -658,7 +677,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         link: [{ relation: 'self', url: self }, ...(next ? [{ relation: 'next', url: pageLink(next, first, original, facts) }] : [])],
         ...(entries.length ? { entry: entries } : {}),
       };
-      return { reply: new Reply(200, bundle), outcome: 'success', report: { ...collected.report, kept: matches.length } };
+      return { reply: new Reply(200, bundle), outcome: 'success', report: cut ? cut.report : collected.report };
     }
 
     const contentType = req.headers['content-type'];

@@ -17,10 +17,15 @@ export interface Cursor {
   skip: number;
 }
 
+/** The reads a run of matches needs: `add` takes the run's next match and answers what the run costs with it, in upstream reads. */
+export interface ReadPlan {
+  add: (entry: PageEntry) => number;
+}
+
 export interface CollectedPage {
   matches: Json[];
-  /** Where each match was found: a page cut short after its n-th match goes on at `positions[n]`. */
-  positions: Cursor[];
+  /** The page cut short before its n-th match: where it would go on, and what it would report. */
+  cuts: { next: Cursor; report: FilterReport }[];
   /** Where the next page starts; absent when no visible match is left. */
   next?: Cursor;
   report: FilterReport;
@@ -38,16 +43,13 @@ export interface CollectOptions<F> {
   fetch: (url: string) => Promise<{ bundle: Json } | { failure: F }>;
   /** The entries of an upstream page, unjudged (only its matches make pages). */
   entries: (bundle: Json) => PageEntry[];
+  /** Starts planning the reads that judging a run of matches needs first (the drugs they name). */
+  plan: () => ReadPlan;
   /**
-   * What judging a match needs read first that has not been read yet (the drugs it names), as
-   * keys (a read two matches need has one key) with their cost.
+   * Upstream reads judging may make per page, hidden matches' included. Past it the page ends
+   * early with a `next` link, as past `maxScanned`; a page's first match is judged whatever it costs.
    */
-  readsFor: (entry: PageEntry) => ReadonlyMap<string, number>;
-  /**
-   * Cost of those reads per page, hidden matches' included. Past it the page ends early with a
-   * `next` link, as past `maxScanned`; a page's first match is judged whatever it costs.
-   */
-  maxReadCost: number;
+  maxReads: number;
   /** Judges matches, reading first what they need (in one go, so reads are batched). */
   judge: (entries: PageEntry[]) => Promise<JudgedEntry[]>;
   /** The upstream page after this one, as a path below the upstream base; undefined on the last. */
@@ -60,9 +62,9 @@ const MAX_UPSTREAM_PAGES = 50;
 /** Reads upstream pages from `from` until a page of visible matches is full (and one more is seen) or none are left. */
 export async function collectPage<F>(opts: CollectOptions<F>): Promise<CollectedPage | { failure: F }> {
   const matches: Json[] = [];
-  const positions: Cursor[] = [];
+  const cuts: CollectedPage['cuts'] = [];
   const report: FilterReport = { kept: 0, removed: 0, reasons: {} };
-  const done = (n?: Cursor): CollectedPage => ({ matches, positions, ...(n ? { next: n } : {}), report });
+  const done = (n?: Cursor): CollectedPage => ({ matches, cuts, ...(n ? { next: n } : {}), report });
   let { url, skip } = opts.from;
   let scanned = 0;
   let spent = 0;
@@ -80,7 +82,7 @@ export async function collectPage<F>(opts: CollectOptions<F>): Promise<Collected
       const judged = await opts.judge(pageMatches.slice(at, end.index));
       for (const j of judged) {
         if (j.verdict.visible && matches.length === opts.pageSize) return done({ url, skip: at });
-        if (j.verdict.visible) positions.push({ url, skip: at });
+        if (j.verdict.visible) cuts.push({ next: { url, skip: at }, report: { ...report, reasons: { ...report.reasons } } });
         at += 1;
         scanned += 1;
         if (j.verdict.visible) {
@@ -106,17 +108,13 @@ export async function collectPage<F>(opts: CollectOptions<F>): Promise<Collected
  * what cost: a run of matches is judged together, so that what they need is read in batches.
  */
 function affordable<F>(entries: PageEntry[], at: number, opts: CollectOptions<F>, page: { spent: number; first: boolean }): { index: number; cost: number } {
-  const planned = new Set<string>();
+  const plan = opts.plan();
   let cost = 0;
   let index = at;
   for (; index < entries.length; index += 1) {
-    let more = 0;
-    const reads = opts.readsFor(entries[index]!);
-    for (const [key, c] of reads) if (!planned.has(key)) more += c;
-    const alone = page.first && index === at;
-    if (page.spent + cost + more > opts.maxReadCost && !alone) break;
-    for (const key of reads.keys()) planned.add(key);
-    cost += more;
+    const withIt = plan.add(entries[index]!);
+    if (page.spent + withIt > opts.maxReads && !(page.first && index === at)) break;
+    cost = withIt;
   }
   return { index, cost };
 }

@@ -368,11 +368,14 @@ describe('judgeEntries and collectPage (pages of visible matches only)', () => {
     };
   }
   const ids = (p: { matches: Record<string, unknown>[] }) => p.matches.map((e) => (e.resource as { id: string }).id);
-  /** Judging under `p`, where a match's reads cost what `costs` says (by id; none by default). */
-  const judging = (p: Permit, costs: Record<string, Record<string, number>> = {}, maxReadCost = 100) => ({
+  /** Judging under `p`, where a match needs the reads `reads` names (by id; none by default), each one upstream read. */
+  const judging = (p: Permit, reads: Record<string, string[]> = {}, maxReads = 2) => ({
     entries: (b: Record<string, unknown>) => pageEntries(b, p),
-    readsFor: (e: PageEntry) => new Map(Object.entries(costs[String(e.resource?.id)] ?? {})),
-    maxReadCost,
+    plan: () => {
+      const planned = new Set<string>();
+      return { add: (e: PageEntry) => (reads[String(e.resource?.id)] ?? []).reduce((n, key) => planned.add(key).size, planned.size) };
+    },
+    maxReads,
     judge: async (entries: PageEntry[]) => entries.map((e) => judgeEntry(e, p)),
   });
 
@@ -416,8 +419,8 @@ describe('judgeEntries and collectPage (pages of visible matches only)', () => {
   it('ends a page early when judging its matches would read more than its budget, and goes on from there', async () => {
     const p = permit('patient/Observation.rs', '/Observation?_count=10');
     const data = [obs('1', 'p1'), hiv('h1'), hiv('h2'), obs('2', 'p1'), hiv('h3'), obs('3', 'p1')];
-    // Each match needs reads costing 40, except that h2 needs what h1 does, and 3 needs 150 alone.
-    const costs = { '1': { a: 40 }, h1: { b: 40 }, h2: { b: 40 }, '2': { c: 40 }, h3: { d: 40 }, '3': { e: 150 } };
+    // Each match needs one read of its own, except that h2 needs what h1 does, and 3 needs three.
+    const costs = { '1': ['a'], h1: ['b'], h2: ['b'], '2': ['c'], h3: ['d'], '3': ['e', 'f', 'g'] };
     const up = upstream(data, 4);
     const pages: [string[], unknown][] = [];
     let from = { url: '/Observation?page=0', skip: 0 };
@@ -429,9 +432,9 @@ describe('judgeEntries and collectPage (pages of visible matches only)', () => {
       from = got.next;
     }
     assert.deepEqual(pages, [
-      // 1, h1 and h2 cost 80 together; 2 would pass 100.
+      // 1, h1 and h2 need two reads together; 2 would make a third.
       [['1'], { url: '/Observation?page=0', skip: 3 }],
-      // 2 and h3 cost 80; 3 alone costs more than a page may spend, so it starts the next page.
+      // 2 and h3 need two; 3 alone needs more than a page may make, so it starts the next page.
       [['2'], { url: '/Observation?page=1', skip: 1 }],
       [['3'], undefined],
     ]);
