@@ -275,7 +275,17 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
      * drugs not read yet, and a history read per pinned drug, counted before its current
      * version says whether it is needed).
      */
-    plan: () => { add: (resource?: Json) => number };
+    plan: (asIfFresh?: DrugsRead) => { add: (resource?: Json) => number; commit: () => void };
+  }
+
+  /**
+   * Drugs a run of plans counts as read, in place of what the request has read: a plan given one
+   * costs what a lookup that had read only those would, so what it answers does not depend on
+   * drugs read for anything else (hidden matches' above all). `commit` adds a plan's drugs to it.
+   */
+  interface DrugsRead {
+    ids: Set<string>;
+    histories: Set<string>;
   }
 
   /**
@@ -295,21 +305,27 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
       const own = new Set(medicationReferences(r, permit.filter.bases));
       return own.size <= MAX_DRUG_REFERENCES ? own : new Set<string>();
     };
-    const plan = () => {
+    const plan = (asIfFresh?: DrugsRead) => {
       const ids = new Set<string>();
       const histories = new Set<string>();
+      const idRead = (mid: string) => (asIfFresh ? asIfFresh.ids.has(mid) : memo.has(`Medication/${mid}`));
+      const historyKnown = (mid: string) => (asIfFresh ? asIfFresh.histories.has(mid) : historyRead.has(mid));
       const add = (r?: Json) => {
         if (r && matters()) {
           for (const ref of judgedDrugs(r)) {
-            const drug = memo.has(ref) ? undefined : drugReference(ref);
+            const drug = !asIfFresh && memo.has(ref) ? undefined : drugReference(ref);
             if (!drug) continue;
-            if (!memo.has(`Medication/${drug.mid}`)) ids.add(drug.mid);
-            if (drug.version !== undefined && !historyRead.has(drug.mid)) histories.add(drug.mid);
+            if (!idRead(drug.mid)) ids.add(drug.mid);
+            if (drug.version !== undefined && !historyKnown(drug.mid)) histories.add(drug.mid);
           }
         }
         return Math.ceil(ids.size / ID_BATCH) + histories.size;
       };
-      return { add };
+      const commit = () => {
+        for (const mid of ids) asIfFresh?.ids.add(mid);
+        for (const mid of histories) asIfFresh?.histories.add(mid);
+      };
+      return { add, commit };
     };
     const read = async (resources: Json[]) => {
       if (!matters()) return undefined;
@@ -408,6 +424,9 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
     let spent = 0;
     let kept = matches.length;
     let size = ID_BATCH;
+    // Planned as if no drug had been read yet: those read for the page's hidden matches must not
+    // make its includes cheaper (and so decide where the page is cut, or whether it is refused).
+    const includesRead: DrugsRead = { ids: new Set(), histories: new Set() };
     for (let i = 0; i < ids.length; ) {
       const batch = ids.slice(i, i + size);
       const brought: { entries: PageEntry[]; judgedAs: Permit }[] = [];
@@ -422,7 +441,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         const entries = pageEntries(res.json, judgedAs).filter((e) => e.role === 'include' && e.resource);
         brought.push({ entries, judgedAs });
       }
-      const plan = lookup.plan();
+      const plan = lookup.plan(includesRead);
       for (const { entries } of brought) for (const e of entries) plan.add(e.resource);
       const cost = plan.add();
       if (spent + cost > MAX_DRUG_READS) {
@@ -436,6 +455,7 @@ export function createFhirProxy(opts: FhirProxyOptions): FhirProxy {
         continue;
       }
       spent += cost;
+      plan.commit();
       const medications = await lookup.read(brought.flatMap(({ entries }) => entries.map((e) => e.resource!)));
       for (const { entries, judgedAs } of brought) {
         for (const e of entries) if (judgeEntry(e, judgedAs, medications).verdict.visible) found.set(entryKey(e.entry), e.entry);

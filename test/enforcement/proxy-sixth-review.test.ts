@@ -173,6 +173,23 @@ describe('FHIR proxy: the sixth review', () => {
     assert.equal((await rig.send('POST', '/DiagnosticReport', jwt, report(['Observation/plain']))).status, 201);
   });
 
+  it("a page's includes cost the same whether or not a hidden match read some of their drugs first", async () => {
+    const pinned = (n: number) => Array.from({ length: n }, (_, k) => statement(`c${k}`, `Medication/m${k}/_history/1`));
+    const drugs = Array.from({ length: 10 }, (_, k) => one({ resourceType: 'Medication', id: `m${k}`, code: { text: 'old' } }, { resourceType: 'Medication', id: `m${k}`, code: { text: 'new' } }));
+    const search = '/Observation?code=http://loinc.org|panel&_include=Observation:has-member';
+    // A visible member naming ten drugs pinned at an older version: an _id read and ten history reads.
+    const world = [...patients, ...drugs, one(obs('member', { contained: pinned(10) })), one(obs('panel-v', { code: panel, hasMember: [{ reference: 'Observation/member' }] }))];
+    const answers: [number, string][] = [];
+    for (const extra of [[], [one(obs('hidden', { code: panel, ...ETH, contained: [statement('c', 'Medication/m0/_history/1')] }))]]) {
+      await rig.reseed([...world, ...extra]);
+      const jwt = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1', consent: { hiddenLabels: ['ETH'] } });
+      const got = await rig.get(search, jwt);
+      answers.push([got.status, got.text]);
+    }
+    assert.equal(answers[0]![0], 400, answers[0]![1].slice(0, 200));
+    assert.deepEqual(answers[1], answers[0], 'the hidden match changes nothing');
+  });
+
   it('a consent that hides no label reads no drugs, whatever the matches name', async () => {
     await rig.reseed([...patients, ...Array.from({ length: 50 }, (_, i) => one(obs(`o${i}`, { contained: Array.from({ length: 16 }, (_, j) => statement(`c${j}`, `Medication/fake-${i}-${j}`)) })))]);
     const jwt = await rig.mint({ scopes: ['patient/Observation.rs'], patient: 'p1', sub: 'u1' });
