@@ -67,8 +67,13 @@ const PAGING_POSITION_ROOM = 256;
 const MAX_CHECKED_REFERENCES = 100;
 /** Operations in one JSON Patch: each is applied and the result judged, so their number is bounded. */
 const MAX_PATCH_OPERATIONS = 1000;
-/** Ids asked for in one `_id` search (matches whose includes are wanted, drugs, referenced or included resources). */
-const ID_BATCH = 100;
+/**
+ * Ids asked for in one `_id` search (matches whose includes are wanted, drugs, referenced or
+ * included resources). Ninety of the longest ids FHIR allows (64 characters, each comma encoded)
+ * fit within MAX_UPSTREAM_TARGET: a batch that mixes the drugs of hidden matches with those of
+ * visible ones must never be refused for its length.
+ */
+const ID_BATCH = 90;
 /** Versions of a drug read back when a prescription pins an older one (one history page). */
 const DRUG_HISTORY_COUNT = 100;
 /**
