@@ -24,8 +24,9 @@ for (const format of ['opaque', 'jwt'] as const) {
 
     before(async () => {
       fhir = await startFhirTestServer();
-      const ports = [await freePort(), await freePort()];
-      proxyUrl = `http://127.0.0.1:${ports[0]}`;
+      // The proxies' public URL (the tokens' audience) need not be where they listen: each listens
+      // on a port of its own, bound only when it starts, so nothing else can take it meanwhile.
+      proxyUrl = `http://127.0.0.1:${await freePort()}`;
       server = await startTestServer({ env: { FHIR_BASE_URLS: proxyUrl, ACCESS_TOKEN_FORMAT: format } });
       const rs = await server.createClient({ client_name: 'FHIR proxy', grant_types: ['client_credentials'], scope: 'custos:introspect' });
       const introspection = { clientId: rs.clientId, clientSecret: rs.clientSecret! };
@@ -38,10 +39,11 @@ for (const format of ['opaque', 'jwt'] as const) {
               ['JWKS only', { issuer: server.issuer, jwt: {} }],
               ['JWKS and introspection', { issuer: server.issuer, jwt: {}, introspection }],
             ];
-      for (const [i, [name, options]] of modes.entries()) {
+      for (const [name, options] of modes) {
         const proxy = createFhirProxy({ upstream: fhir.url, publicUrl: proxyUrl, tokens: createTokenValidator(options) });
-        closers.push((await proxy.listen(ports[i]!)).close);
-        proxies.push({ name, url: `http://127.0.0.1:${ports[i]}` });
+        const listening = await proxy.listen(0);
+        closers.push(listening.close);
+        proxies.push({ name, url: listening.url });
       }
 
       const pat = await server.createAccount({ username: 'alex', role: 'patient', fhirId: 'pat-1' });
