@@ -1,7 +1,7 @@
 /**
  * A reverse proxy that puts a patient's consent in front of any FHIR R4 server: it validates the
  * bearer token, decides the request ({@link decide}), forwards what is allowed (searches kept
- * inside the patient's compartment), judges what comes back ({@link judgeEntries}) and pages over
+ * inside the patient's compartment), judges what comes back ({@link judgeEntry}, a run of matches at a time) and pages over
  * the visible part only ({@link collectPage}), answers refusals with an OperationOutcome (401 with
  * RFC 6750 / RFC 9470 challenges, 403, 404), and reports every decision to `audit`. Whatever is
  * hidden answers exactly as what does not exist. Paging links are sealed (encrypted) links to the
